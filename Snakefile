@@ -1,0 +1,18 @@
+# sdi: dataset augmentation with Stable Diffusion by Semantic Distribution Infilling.
+# This file is a table of contents; stages live in rules/, logic in the sdi package.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+
+
+rule all:
+    input:
+        all_targets(),

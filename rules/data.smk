@@ -1,0 +1,45 @@
+# Dataset stage: the embedded demo dataset and the train/val/test manifests.
+
+
+rule demo_dataset:
+    output:
+        meta=[
+            "{root}/images.txt",
+            "{root}/classes.txt",
+            "{root}/image_class_labels.txt",
+            "{root}/train_test_split.txt",
+        ],
+        images=directory("{root}/images"),
+    log:
+        "logs/demo_dataset/{root}.log",
+    params:
+        options=config["demo_data"],
+    wildcard_constraints:
+        root="|".join(
+            re.escape(e["root"])
+            for e in config["datasets"].values()
+            if e.get("builtin") == "sklearn_digits"
+        )
+        or "(?!x)x",
+    script:
+        "../workflow_scripts/demo_dataset.py"
+
+
+rule split:
+    input:
+        unpack(dataset_files),
+    output:
+        train="results/{dataset}/split/train.parquet",
+        val="results/{dataset}/split/val.parquet",
+        test="results/{dataset}/split/test.parquet",
+    log:
+        "logs/{dataset}/split.log",
+    params:
+        format=lambda w: dataset_entry(w)["format"],
+        root=lambda w: dataset_entry(w)["root"],
+        val_fraction=config["split"]["val_fraction"],
+        val_source=config["split"]["val_source"],
+        seed=config["split"]["seed"],
+    threads: 4
+    script:
+        "../workflow_scripts/split.py"

@@ -1,0 +1,12 @@
+from sdi.datasets import check_images, make_split, read_dataset, write_parquet
+from sdi.workflow import logged
+
+with logged(snakemake.log[0]) as log:  # noqa: F821
+    p, out = snakemake.params, snakemake.output  # noqa: F821
+    key = f"config.datasets.{snakemake.wildcards.dataset}.root"  # noqa: F821
+    table = read_dataset(p.format, p.root, key)
+    check_images(table, threads=snakemake.threads)  # noqa: F821
+    parts = make_split(table, p.val_fraction, p.seed, p.val_source)
+    for name, part in parts.items():
+        write_parquet(part, out[name])
+        log.info("%s: %d images, %d classes -> %s", name, len(part), part.label.nunique(), out[name])
