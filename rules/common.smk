@@ -54,6 +54,6 @@ def model_input(*names):
 
 
 def all_targets():
-    targets = [f"results/{d}/split/train.parquet" for d in enabled_datasets(config)]
+    targets = [f"results/{d}/split" for d in enabled_datasets(config)]
     targets += list(model_input("sd", "clip").values())
     return targets

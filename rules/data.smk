@@ -29,9 +29,7 @@ rule split:
     input:
         unpack(dataset_files),
     output:
-        train="results/{dataset}/split/train.parquet",
-        val="results/{dataset}/split/val.parquet",
-        test="results/{dataset}/split/test.parquet",
+        directory("results/{dataset}/split"),
     log:
         "logs/{dataset}/split.log",
     params:

@@ -8,5 +8,6 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     check_images(table, threads=snakemake.threads)  # noqa: F821
     parts = make_split(table, p.val_fraction, p.seed, p.val_source)
     for name, part in parts.items():
-        write_parquet(part, out[name])
-        log.info("%s: %d images, %d classes -> %s", name, len(part), part.label.nunique(), out[name])
+        path = f"{out[0]}/{name}.parquet"
+        write_parquet(part, path)
+        log.info("%s: %d images, %d classes -> %s", name, len(part), part.label.nunique(), path)

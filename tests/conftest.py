@@ -1,0 +1,96 @@
+"""Shared fixtures: a socket guard (the test run must never reach the network), tiny
+models and a tiny digits dataset, each built once per session with the real code."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+import sdi  # noqa: F401  (offline mode for the HF libraries)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class NetworkAccessError(RuntimeError):
+    pass
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    """Fail any test that opens an internet socket (unix sockets stay allowed)."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def guarded(self, address, *args):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise NetworkAccessError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address, *args)
+
+    def guarded_ex(self, address, *args):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise NetworkAccessError(f"test tried to reach the network: {address!r}")
+        return real_connect_ex(self, address, *args)
+
+    socket.socket.connect = guarded
+    socket.socket.connect_ex = guarded_ex
+    yield
+    socket.socket.connect = real_connect
+    socket.socket.connect_ex = real_connect_ex
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """{'sd': folder, 'clip': folder}: tiny random models saved in the real layouts."""
+    from sdi.tiny_models import build_tiny_clip, build_tiny_sd
+
+    root = tmp_path_factory.mktemp("models")
+    return {"sd": build_tiny_sd(root / "sd"), "clip": build_tiny_clip(root / "clip")}
+
+
+@pytest.fixture(scope="session")
+def digits_split(tmp_path_factory) -> dict:
+    """Split manifests (DataFrames) of a small digits dataset: 6 train / 4 test per class."""
+    from sdi.datasets import make_split, read_cub, write_demo_digits
+
+    root = write_demo_digits(tmp_path_factory.mktemp("digits") / "cub", 6, 4, image_size=64, seed=0)
+    return make_split(read_cub(root), val_fraction=0.34, seed=0)
+
+
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy the workflow (not results) into dest, as a user's checkout would look."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+    """Run the Snakemake CLI in workdir with the network blocked; returns CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture
+def workflow(tmp_path) -> Path:
+    """A fresh copy of the workflow in a temporary working directory."""
+    return copy_workflow(tmp_path / "wf")

@@ -1,0 +1,70 @@
+"""Config errors fail at DAG build, before any job, and name the key; dry runs plan."""
+
+import pytest
+import yaml
+
+from conftest import run_snakemake
+
+
+def _edit_config(workflow, edit):
+    path = workflow / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+
+
+def _fails_before_any_job(workflow, *expected):
+    proc = run_snakemake(workflow, "--cores", "1", "all", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in output, output[-3000:]
+    assert "Job stats" not in output and not (workflow / "results").exists()
+    assert not (workflow / "resources").exists()
+
+
+@pytest.mark.workflow
+def test_unknown_key_is_named(workflow):
+    _edit_config(workflow, lambda c: c["split"].update(val_fracton=0.3))
+    _fails_before_any_job(workflow, "config.split.val_fracton: unknown key", "val_fraction")
+
+
+@pytest.mark.workflow
+def test_wrong_type_is_named(workflow):
+    _edit_config(workflow, lambda c: c["split"].update(val_fraction="a fifth"))
+    _fails_before_any_job(workflow, "config.split.val_fraction: 'a fifth' is not of type 'number'")
+
+
+@pytest.mark.workflow
+def test_unknown_dataset_format_is_named(workflow):
+    _edit_config(workflow, lambda c: c["datasets"]["cub"].update(format="coco"))
+    _fails_before_any_job(workflow, "config.datasets.cub.format: 'coco' is not one of")
+
+
+@pytest.mark.workflow
+def test_missing_root_is_named(workflow, tmp_path):
+    missing = tmp_path / "CUB_200_2011"
+    _edit_config(workflow, lambda c: c["datasets"]["cub"].update(root=str(missing)))
+    _fails_before_any_job(workflow, f"config.datasets.cub.root: folder {missing} does not exist")
+
+
+@pytest.mark.workflow
+def test_missing_model_folder_is_named(workflow, tmp_path):
+    _edit_config(workflow, lambda c: c["models"].update(tiny=False, sd=str(tmp_path / "sd15"), clip=None))
+    _fails_before_any_job(workflow, "config.models.clip: not set")
+    _edit_config(workflow, lambda c: c["models"].update(clip=str(tmp_path / "clip")))
+    _fails_before_any_job(workflow, "config.models.sd: folder", "does not exist")
+
+
+@pytest.mark.workflow
+def test_dataset_without_root_is_not_built(workflow):
+    proc = run_snakemake(workflow, "-n", "--cores", "1", "results/cub/split", check=False)
+    assert proc.returncode != 0
+    assert "config.datasets.cub.root is null" in proc.stdout + proc.stderr
+
+
+@pytest.mark.workflow
+def test_dry_run_plans_the_demo_split(workflow):
+    proc = run_snakemake(workflow, "-n", "--cores", "1", "results/demo/split")
+    assert "demo_dataset" in proc.stdout and "split" in proc.stdout
+    assert not (workflow / "results").exists()
