@@ -11,6 +11,11 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
+include: "rules/projector.smk"
+include: "rules/sampling.smk"
+include: "rules/generation.smk"
+include: "rules/filtering.smk"
+include: "rules/classifier.smk"
 
 
 rule all:

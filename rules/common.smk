@@ -10,6 +10,7 @@ from sdi.config import (
     enabled_datasets,
     model_paths,
     validate_config,
+    variant_settings,
 )
 
 try:
@@ -22,8 +23,22 @@ DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
 
 
+VARIANTS = list(config["variants"])
+DEFAULT_VARIANT = config["default_variant"]
+SHARDS = list(range(config["generation"]["shards"]))
+
+
+def _alternation(names):
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
+
+
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset=_alternation(DATASETS),
+    variant=_alternation(VARIANTS),
+    other_variant=_alternation(v for v in VARIANTS if v != DEFAULT_VARIANT),
+    sampler=_alternation(config["samplers"]),
+    run=_alternation(["real", *VARIANTS]),
+    shard=r"\d+",
 
 
 def dataset_entry(wildcards):
@@ -53,7 +68,37 @@ def model_input(*names):
     return {}
 
 
+def variant(wildcards):
+    """Resolved settings of a variant: its sampler plus generation/filter keys."""
+    return variant_settings(config, wildcards.variant)
+
+
+def sampler_of(variant_name):
+    return config["variants"][variant_name]["sampler"]
+
+
+def filtered_dir(dataset, variant_name):
+    """The default variant's filtered set is results/<dataset>/filtered."""
+    if variant_name == DEFAULT_VARIANT:
+        return f"results/{dataset}/filtered"
+    return f"results/{dataset}/sei/{variant_name}/filtered"
+
+
+def shard_manifests(wildcards):
+    v = getattr(wildcards, "variant", None) or getattr(wildcards, "other_variant", None) or DEFAULT_VARIANT
+    return [f"results/{wildcards.dataset}/sei/{v}/shards/{i}.parquet" for i in SHARDS]
+
+
+def classifier_synthetic(wildcards):
+    if wildcards.run == "real":
+        return {}
+    return {"filtered": filtered_dir(wildcards.dataset, wildcards.run)}
+
+
 def all_targets():
-    targets = [f"results/{d}/split" for d in enabled_datasets(config)]
-    targets += list(model_input("sd", "clip").values())
+    targets = []
+    for d in enabled_datasets(config):
+        targets.append(f"results/{d}/split")
+        targets += [filtered_dir(d, v) for v in VARIANTS]
+        targets += [f"results/{d}/classifier/{run}/metrics.json" for run in config["classifier"]["runs"]]
     return targets

@@ -78,11 +78,46 @@ def path_errors(config: dict) -> list[str]:
     return problems
 
 
+def reference_errors(config: dict) -> list[str]:
+    """Names that must refer to other entries: samplers, the default variant, classifier runs."""
+    problems = []
+    for name, entry in config["variants"].items():
+        if entry["sampler"] not in config["samplers"]:
+            problems.append(f"config.variants.{name}.sampler: {entry['sampler']!r} is not a key of samplers "
+                            f"({', '.join(config['samplers'])})")
+    if config["default_variant"] not in config["variants"]:
+        problems.append(f"config.default_variant: {config['default_variant']!r} is not a key of variants "
+                        f"({', '.join(config['variants'])})")
+    for run in config.get("classifier", {}).get("runs", []):
+        if run != "real" and run not in config["variants"]:
+            problems.append(f"config.classifier.runs: {run!r} is neither 'real' nor a key of variants")
+    return problems
+
+
+GENERATION_OVERRIDES = ("guidance_scale", "steps", "scheduler")
+
+
+def variant_settings(config: dict, name: str) -> dict:
+    """A variant's resolved settings: sampler entry, generation keys (with the variant's
+    overrides) and keep_ratio. Everything a variant's artifacts depend on is in here."""
+    entry = config["variants"][name]
+    generation = dict(config["generation"])
+    generation.update({k: entry[k] for k in GENERATION_OVERRIDES if k in entry})
+    generation.pop("shards")
+    sampler = config["samplers"][entry["sampler"]]
+    return {
+        "sampler": entry["sampler"],
+        "mode": "text" if sampler["method"] == "text" else "sei",
+        "generation": generation,
+        "keep_ratio": entry.get("keep_ratio", config["filter"]["keep_ratio"]),
+    }
+
+
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and missing path in config."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = schema_errors(config, schema)
     if not problems:
-        problems = path_errors(config)
+        problems = reference_errors(config) + path_errors(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,0 +1,34 @@
+# Filtering (METHOD section 6): CLIP score per generated image, keep the top per class.
+
+
+rule filter_default:
+    input:
+        unpack(lambda w: model_input("clip")),
+        shards=shard_manifests,
+    output:
+        directory("results/{dataset}/filtered"),
+    log:
+        "logs/{dataset}/filter.log",
+    params:
+        models=MODELS,
+        keep_ratio=lambda w: variant_settings(config, DEFAULT_VARIANT)["keep_ratio"],
+        batch_size=config["filter"]["batch_size"],
+        device=config["device"],
+    threads: 2
+    script:
+        "../workflow_scripts/filter.py"
+
+
+use rule filter_default as filter with:
+    input:
+        unpack(lambda w: model_input("clip")),
+        shards=shard_manifests,
+    output:
+        directory("results/{dataset}/sei/{other_variant}/filtered"),
+    log:
+        "logs/{dataset}/{other_variant}/filter.log",
+    params:
+        models=MODELS,
+        keep_ratio=lambda w: variant_settings(config, w.other_variant)["keep_ratio"],
+        batch_size=config["filter"]["batch_size"],
+        device=config["device"],

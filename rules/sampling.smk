@@ -1,0 +1,17 @@
+# SEI sampling (METHOD section 4): conditioning vectors per class, one table per sampler.
+# Variants that share a sampler (e.g. two guidance scales) share its samples.
+
+
+rule sample:
+    input:
+        embeddings="results/{dataset}/embeddings.parquet",
+    output:
+        "results/{dataset}/samples/{sampler}.parquet",
+    log:
+        "logs/{dataset}/sample_{sampler}.log",
+    params:
+        sampler=lambda w: config["samplers"][w.sampler],
+        shards=config["generation"]["shards"],
+        run_seed=config["generation"]["seed"],
+    script:
+        "../workflow_scripts/sample.py"
