@@ -10,10 +10,12 @@ rule train_classifier:
         log_csv="results/{dataset}/classifier/{run}/log.csv",
     log:
         "logs/{dataset}/classifier_{run}.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: 2
     params:
         out_dir="results/{dataset}/classifier/{run}",
         settings={k: v for k, v in config["classifier"].items() if k != "runs"},
         device=config["device"],
-    threads: 2
     script:
         "../workflow_scripts/train_classifier.py"

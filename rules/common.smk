@@ -56,7 +56,12 @@ def dataset_files(wildcards):
     entry = dataset_entry(wildcards)
     root = entry["root"]
     if entry["format"] == "cub":
-        names = ["images.txt", "classes.txt", "image_class_labels.txt", "train_test_split.txt"]
+        names = [
+            "images.txt",
+            "classes.txt",
+            "image_class_labels.txt",
+            "train_test_split.txt",
+        ]
         return {"meta": [f"{root}/{n}" for n in names]}
     return {"root": root}
 
@@ -77,6 +82,13 @@ def sampler_of(variant_name):
     return config["variants"][variant_name]["sampler"]
 
 
+def sampler_input(wildcards):
+    """SEI samplers read the projected embeddings; the text baseline only the split."""
+    if config["samplers"][wildcards.sampler]["method"] == "text":
+        return {"split": f"results/{wildcards.dataset}/split"}
+    return {"embeddings": f"results/{wildcards.dataset}/embeddings.parquet"}
+
+
 def filtered_dir(dataset, variant_name):
     """The default variant's filtered set is results/<dataset>/filtered."""
     if variant_name == DEFAULT_VARIANT:
@@ -85,7 +97,11 @@ def filtered_dir(dataset, variant_name):
 
 
 def shard_manifests(wildcards):
-    v = getattr(wildcards, "variant", None) or getattr(wildcards, "other_variant", None) or DEFAULT_VARIANT
+    v = (
+        getattr(wildcards, "variant", None)
+        or getattr(wildcards, "other_variant", None)
+        or DEFAULT_VARIANT
+    )
     return [f"results/{wildcards.dataset}/sei/{v}/shards/{i}.parquet" for i in SHARDS]
 
 
@@ -100,5 +116,8 @@ def all_targets():
     for d in enabled_datasets(config):
         targets.append(f"results/{d}/split")
         targets += [filtered_dir(d, v) for v in VARIANTS]
-        targets += [f"results/{d}/classifier/{run}/metrics.json" for run in config["classifier"]["runs"]]
+        targets += [
+            f"results/{d}/classifier/{run}/metrics.json"
+            for run in config["classifier"]["runs"]
+        ]
     return targets

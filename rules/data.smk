@@ -12,8 +12,6 @@ rule demo_dataset:
         images=directory("{root}/images"),
     log:
         "logs/demo_dataset/{root}.log",
-    params:
-        options=config["demo_data"],
     wildcard_constraints:
         root="|".join(
             re.escape(e["root"])
@@ -21,6 +19,10 @@ rule demo_dataset:
             if e.get("builtin") == "sklearn_digits"
         )
         or "(?!x)x",
+    conda:
+        "../envs/sdi.yaml"
+    params:
+        options=config["demo_data"],
     script:
         "../workflow_scripts/demo_dataset.py"
 
@@ -32,12 +34,14 @@ rule split:
         directory("results/{dataset}/split"),
     log:
         "logs/{dataset}/split.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: 4
     params:
         format=lambda w: dataset_entry(w)["format"],
         root=lambda w: dataset_entry(w)["root"],
         val_fraction=config["split"]["val_fraction"],
         val_source=config["split"]["val_source"],
         seed=config["split"]["seed"],
-    threads: 4
     script:
         "../workflow_scripts/split.py"

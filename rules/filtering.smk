@@ -9,12 +9,15 @@ rule filter_default:
         directory("results/{dataset}/filtered"),
     log:
         "logs/{dataset}/filter.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: 2
     params:
         models=MODELS,
         keep_ratio=lambda w: variant_settings(config, DEFAULT_VARIANT)["keep_ratio"],
         batch_size=config["filter"]["batch_size"],
+        dtype=config["generation"]["dtype"],
         device=config["device"],
-    threads: 2
     script:
         "../workflow_scripts/filter.py"
 
@@ -31,4 +34,5 @@ use rule filter_default as filter with:
         models=MODELS,
         keep_ratio=lambda w: variant_settings(config, w.other_variant)["keep_ratio"],
         batch_size=config["filter"]["batch_size"],
+        dtype=config["generation"]["dtype"],
         device=config["device"],

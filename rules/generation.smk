@@ -9,15 +9,18 @@ rule generate:
         "results/{dataset}/sei/{variant}/shards/{shard}.parquet",
     log:
         "logs/{dataset}/{variant}/generate_{shard}.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: 2
     params:
         models=MODELS,
-        # Images are a per-image resumable cache next to the shard manifests; the
-        # manifest (the declared output) lists the images of this shard.
-        image_dir="results/{dataset}/sei/{variant}/images",
+        # Images go to <out_dir>/images/: a per-image resumable cache (each PNG carries
+        # its provenance and is reused only if it matches); the declared output is the
+        # shard manifest that lists them.
+        out_dir="results/{dataset}/sei/{variant}",
         shard=lambda w: int(w.shard),
         mode=lambda w: variant(w)["mode"],
-        settings=lambda w: variant(w)["generation"],
+        options=lambda w: variant(w)["generation"],
         device=config["device"],
-    threads: 2
     script:
         "../workflow_scripts/generate.py"

@@ -7,6 +7,8 @@ rule tiny_models:
         clip=directory(TINY_MODELS["clip"]),
     log:
         "logs/models/tiny_models.log",
+    conda:
+        "../envs/sdi.yaml"
     params:
         seed=0,
     script:

@@ -10,6 +10,9 @@ rule train_projector:
         loss="results/{dataset}/projector/loss.csv",
     log:
         "logs/{dataset}/train_projector.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: 2
     params:
         models=MODELS,
         # Checkpoints live beside the outputs but are not outputs, so a killed or
@@ -17,7 +20,6 @@ rule train_projector:
         checkpoint_dir="results/{dataset}/projector/checkpoints",
         settings=config["projector"],
         device=config["device"],
-    threads: 2
     script:
         "../workflow_scripts/train_projector.py"
 
@@ -31,10 +33,12 @@ rule embeddings:
         "results/{dataset}/embeddings.parquet",
     log:
         "logs/{dataset}/embeddings.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: 2
     params:
         models=MODELS,
         batch_size=config["embeddings"]["batch_size"],
         device=config["device"],
-    threads: 2
     script:
         "../workflow_scripts/embeddings.py"

@@ -4,11 +4,13 @@
 
 rule sample:
     input:
-        embeddings="results/{dataset}/embeddings.parquet",
+        unpack(sampler_input),
     output:
         "results/{dataset}/samples/{sampler}.parquet",
     log:
         "logs/{dataset}/sample_{sampler}.log",
+    conda:
+        "../envs/sdi.yaml"
     params:
         sampler=lambda w: config["samplers"][w.sampler],
         shards=config["generation"]["shards"],

@@ -40,7 +40,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def schema_errors(config: dict, schema: dict) -> list[str]:
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     return [_describe(e) for e in errors]
 
@@ -104,6 +104,7 @@ def variant_settings(config: dict, name: str) -> dict:
     generation = dict(config["generation"])
     generation.update({k: entry[k] for k in GENERATION_OVERRIDES if k in entry})
     generation.pop("shards")
+    generation.pop("seed")  # enters through the samples' per-image seeds
     sampler = config["samplers"][entry["sampler"]]
     return {
         "sampler": entry["sampler"],

@@ -87,7 +87,8 @@ def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root") -> pd.
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*``; labels follow sorted train classes."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; set it to a folder with train/<class>/ and test/<class>/")
+        raise DatasetError(f"{key}: folder {root} does not exist; "
+                           "set it to a folder with train/<class>/ and test/<class>/")
     for part in ("train", "test"):
         if not (root / part).is_dir():
             raise DatasetError(f"{key}: {root / part} does not exist; an ImageFolder dataset needs "
@@ -162,7 +163,7 @@ def check_images(table: pd.DataFrame, threads: int = 4) -> None:
     with ThreadPoolExecutor(max(1, threads)) as pool:
         reasons = list(tqdm(pool.map(check_image, paths), total=len(paths), desc="checking images",
                             unit="img", mininterval=2))
-    bad = [f"{p}: {r}" for p, r in zip(paths, reasons) if r]
+    bad = [f"{p}: {r}" for p, r in zip(paths, reasons, strict=True) if r]
     if bad:
         raise DatasetError(f"{len(bad)} unusable image file(s); fix or remove them "
                            "(the dataset folder is never modified by sdi):\n  " + "\n  ".join(bad))

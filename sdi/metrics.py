@@ -34,7 +34,8 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}; pass one prediction per sample")
+        raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}; "
+                         "pass one prediction per sample")
     if y_true.size == 0:
         raise ValueError("no samples to score: y_true is empty")
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):

@@ -25,9 +25,11 @@ vector         fixed-size list<float32>[d] the sampled d_cross vector; null for 
 Seeding. With ``per_class_seed=True`` (default) each class's sampler is seeded from
 ``SeedSequence([seed, 0, label])``, so classes draw independent noise. The reference seeds
 every class with the same constant (42): the standard-normal draws are then identical
-across classes. ``per_class_seed=False`` reproduces that scheme, seeding every class with
-the run seed itself (run seed 42 = the reference). Generation seeds come from
-``SeedSequence([seed, 1, label, k])`` either way, so any image can be regenerated alone.
+across classes. ``per_class_seed=False`` reproduces that scheme (every class's sampler is
+seeded with 42, whatever ``seed``). Generation seeds come from
+``SeedSequence([image_seed, 1, label, k])`` (``image_seed`` defaults to ``seed``) either
+way, so any image can be regenerated alone, and changing only ``image_seed`` changes the
+images but not the vectors.
 
 Degenerate classes. n_c is far below d, so ``np.cov`` is rank deficient; ``cov_eps * I``
 makes it positive definite and sampling factorises it with ``eigh`` (no Cholesky failure,
@@ -69,9 +71,12 @@ def n_generated(n_c: int, expansion: float) -> int:
 
 
 def class_sampler_seed(seed: int, label: int, per_class_seed: bool = True) -> int:
-    """Seed (in [0, 2**32), usable by numpy and scikit-learn) of one class's sampler."""
+    """Seed (in [0, 2**32), usable by numpy and scikit-learn) of one class's sampler.
+
+    per_class_seed=False: the reference's constant 42 for every class (``seed`` is ignored).
+    """
     if not per_class_seed:
-        return int(seed)
+        return REFERENCE_SEED
     return int(np.random.SeedSequence([seed, _SAMPLER_STREAM, label]).generate_state(1, np.uint32)[0])
 
 
@@ -130,7 +135,7 @@ def sample_gmm(x: np.ndarray, n: int, n_components: int, class_seed: int, cov_ep
 
 def _check_table(embeddings: pd.DataFrame, method: str) -> None:
     if method not in METHODS:
-        raise SamplingError(f"sampling.method: {method!r} is not one of {list(METHODS)}")
+        raise SamplingError(f"samplers.<name>.method: {method!r} is not one of {list(METHODS)}")
     need = ["label", "class_name"] + (["embedding"] if method != "text" else [])
     missing = [c for c in need if c not in embeddings.columns]
     if missing:
@@ -152,6 +157,7 @@ def sample_class_embeddings(
     n_shards: int,
     cov_eps: float = 1e-6,
     per_class_seed: bool = True,
+    image_seed: int | None = None,
 ) -> pd.DataFrame:
     """Draw the conditioning vectors of every image to generate (see the module docstring).
 
@@ -167,20 +173,22 @@ def sample_class_embeddings(
         seed: run seed (>= 0).
         n_shards: number of generation shards (>= 1).
         cov_eps: ridge added to the covariance diagonal (GMM: ``reg_covar``).
-        per_class_seed: False seeds every class's sampler with ``seed`` (the reference scheme).
+        per_class_seed: False seeds every class's sampler with 42 (the reference scheme).
+        image_seed: run seed of the per-image generation seeds (``seed`` column); None: ``seed``.
 
     Returns:
         DataFrame with columns SAMPLE_COLUMNS, sorted by (label, sample_index).
     """
     _check_table(embeddings, method)
     if expansion < 0:
-        raise SamplingError(f"sampling.expansion: {expansion} must be >= 0")
+        raise SamplingError(f"samplers.<name>.expansion: {expansion} must be >= 0")
     if n_shards < 1:
-        raise SamplingError(f"sampling.n_shards: {n_shards} must be >= 1")
-    if seed < 0:
-        raise SamplingError(f"sampling.seed: {seed} must be >= 0")
+        raise SamplingError(f"generation.shards (n_shards): {n_shards} must be >= 1")
+    image_seed = seed if image_seed is None else image_seed
+    if seed < 0 or image_seed < 0:
+        raise SamplingError(f"samplers.<name>.seed / generation.seed: {seed}, {image_seed} must be >= 0")
     if method == "gmm" and n_components < 1:
-        raise SamplingError(f"sampling.n_components: {n_components} must be >= 1")
+        raise SamplingError(f"samplers.<name>.n_components: {n_components} must be >= 1")
     if len(embeddings) == 0:
         raise SamplingError("embeddings table: no rows; the embedding stage wrote an empty table")
     order = ["label", "image_id"] if "image_id" in embeddings.columns else ["label"]
@@ -209,7 +217,7 @@ def sample_class_embeddings(
             "label": label,
             "class_name": str(group["class_name"].iloc[0]),
             "sample_index": k,
-            "seed": [generation_seed(seed, label, int(i)) for i in k],
+            "seed": [generation_seed(image_seed, label, int(i)) for i in k],
             "vector": pd.Series(vectors, dtype=object),
         }))
     samples = pd.concat(parts, ignore_index=True)

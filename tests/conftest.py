@@ -58,7 +58,7 @@ def digits_split(tmp_path_factory) -> dict:
     return make_split(read_cub(root), val_fraction=0.34, seed=0)
 
 
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config")
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config", "envs", "profiles")
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -86,7 +86,8 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
     cmd = [sys.executable, "-m", "snakemake", *args]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
 
 

@@ -35,7 +35,7 @@ def test_same_ids_as_open_clip(tokenizer):
     sentences += [" ".join(words) * 3]  # longer than 77 tokens: both truncate keeping EOT
     ref = open_clip.tokenize(sentences)
     ours = tokenizer(sentences, padding="max_length", max_length=77, truncation=True).input_ids
-    for sentence, r, o in zip(sentences, ref.tolist(), ours):
+    for sentence, r, o in zip(sentences, ref.tolist(), ours, strict=True):
         assert _until_eot(o) == _until_eot(r), sentence
         assert len(o) == 77 and set(o[len(_until_eot(o)):]) <= {EOT}
 

@@ -1,0 +1,447 @@
+"""Downstream classifier: ResNet50 from scratch on real (+ kept synthetic) images (METHOD.md section 7).
+
+The loop follows torchvision's ``references/classification/train.py``: build data, model,
+optimizer and scheduler; per epoch train, evaluate on validation, save a resumable
+checkpoint; at the end load the checkpoint chosen on validation and evaluate the test set
+once. Everything a run produces is written as data into ``out_dir``:
+
+- ``metrics.json``: test metrics of :func:`sdi.metrics.classification_metrics` plus
+  ``best_epoch``, ``best_val_top1``, ``n_train_real``, ``n_train_synthetic``, ``epochs``,
+  ``wall_time_s``, ``device`` and the hyperparameters (``params``);
+- ``log.csv``: one row per epoch (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_balanced);
+- ``best.pt``: the weights of the best validation epoch (``{"model": state_dict, "epoch", ...}``);
+- ``last.pt``: the resumable state after the latest epoch (model, optimizer, scheduler, epoch,
+  best so far, history, RNG states). A new call with the same data and hyperparameters resumes
+  from it; a ``last.pt`` written for other data or hyperparameters is ignored (with a warning)
+  and overwritten.
+
+Every file is written under a temporary name and renamed, so a killed job never leaves a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+from tqdm import tqdm
+
+from sdi.datasets import load_rgb
+from sdi.metrics import classification_metrics
+from sdi.models import resolve_device
+
+logger = logging.getLogger(__name__)
+
+# Normalisation of the reference code (CIFAR-100 statistics, used for every dataset there).
+MEAN = (0.507, 0.487, 0.441)
+STD = (0.267, 0.256, 0.276)
+AUGMENTS = ("none", "randaugment", "cutout", "gridmask")
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_balanced"]
+
+
+# --------------------------------------------------------------------------- augmentations
+class Cutout(nn.Module):
+    """Zero one square hole per image (DeVries & Taylor 2017), on a normalised tensor.
+
+    The hole's centre is uniform over the image and the square is clipped at the border,
+    as in the authors' code, so a hole near an edge is smaller than ``length``.
+
+    Args:
+        length: side of the square hole in pixels.
+        n_holes: number of holes.
+    Input/output: (C, H, W) float tensor; the hole is zero in every channel.
+    """
+
+    def __init__(self, length: int, n_holes: int = 1):
+        super().__init__()
+        if length < 1 or n_holes < 1:
+            raise ValueError(f"Cutout needs length >= 1 and n_holes >= 1, got length={length}, n_holes={n_holes}")
+        self.length, self.n_holes = length, n_holes
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        mask = torch.ones((h, w), dtype=img.dtype)
+        for _ in range(self.n_holes):
+            y, x = int(torch.randint(h, ())), int(torch.randint(w, ()))
+            y0, y1 = max(0, y - self.length // 2), min(h, y + self.length // 2)
+            x0, x1 = max(0, x - self.length // 2), min(w, x + self.length // 2)
+            mask[y0:y1, x0:x1] = 0
+        return img * mask
+
+    def extra_repr(self) -> str:
+        return f"length={self.length}, n_holes={self.n_holes}"
+
+
+class GridMask(nn.Module):
+    """GridMask (Chen et al. 2020): remove a rotated grid of squares, on a normalised tensor.
+
+    torchvision has no GridMask; this follows the authors' ``Grid`` class with ``mode=1``
+    (the paper's definition): the grid has period ``d ~ U{d_min, ..., d_max - 1}`` and random
+    offsets; stripes of width ``l = ceil(ratio * d)`` are kept and the squares of side
+    ``d - l`` between them are zeroed (ratio 0.5 removes a quarter of the image). The mask is
+    built on the image's diagonal, rotated by an integer angle ``U{0, ..., rotate - 1}`` degrees
+    and centre-cropped, and applied with probability ``prob``. The authors ramp ``prob`` up over
+    training; here it is constant, as in the setting the SDI paper names (prob 1.0).
+
+    Input/output: (C, H, W) float tensor; removed pixels are zero in every channel.
+    """
+
+    def __init__(self, d_min: int, d_max: int, ratio: float = 0.5, rotate: int = 15, prob: float = 1.0):
+        super().__init__()
+        if not 2 <= d_min < d_max:
+            raise ValueError(f"GridMask needs 2 <= d_min < d_max, got d_min={d_min}, d_max={d_max}")
+        if not 0.0 < ratio < 1.0:
+            raise ValueError(f"GridMask ratio must lie in (0, 1), got {ratio}")
+        self.d_min, self.d_max, self.ratio, self.rotate, self.prob = d_min, d_max, ratio, rotate, prob
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if self.prob < 1.0 and float(torch.rand(())) >= self.prob:
+            return img
+        h, w = img.shape[-2:]
+        side = math.ceil(math.hypot(h, w))  # any rotation of this square still covers the H x W centre
+        d = int(torch.randint(self.d_min, self.d_max, ()))
+        keep = math.ceil(d * self.ratio)
+        off_y, off_x = (int(v) for v in torch.randint(d, (2,)))
+        idx = torch.arange(side)
+        rows = (idx - off_y) % d < keep
+        cols = (idx - off_x) % d < keep
+        mask = (rows[:, None] | cols[None, :]).to(img.dtype)[None]
+        if self.rotate > 1:
+            angle = float(torch.randint(self.rotate, ()))
+            mask = TF.rotate(mask, angle, interpolation=InterpolationMode.NEAREST)
+        top, left = (side - h) // 2, (side - w) // 2
+        return img * mask[:, top:top + h, left:left + w]
+
+    def extra_repr(self) -> str:
+        return f"d_min={self.d_min}, d_max={self.d_max}, ratio={self.ratio}, rotate={self.rotate}, prob={self.prob}"
+
+
+def build_transforms(resize: int = 256, crop: int = 224, augment: str = "none", train: bool = True):
+    """The METHOD transforms: PIL RGB image -> (3, crop, crop) float32 normalised tensor.
+
+    train: Resize((resize, resize)) -> RandomRotation(15) -> RandomCrop(crop) -> RandomHorizontalFlip
+    [-> RandAugment()] -> ToTensor -> Normalize [-> Cutout | GridMask].
+    eval:  Resize((resize, resize)) -> CenterCrop(crop) -> ToTensor -> Normalize.
+
+    The baselines are sized for 224 crops in the papers; here they scale with ``crop``:
+    Cutout has 1 hole of length ``round(32 * crop / 224)`` (32 at 224); GridMask uses the
+    authors' ImageNet period range ``d in [round(96 * crop / 224), crop)`` with rotate 15,
+    ratio 0.5, prob 1.0.
+    """
+    from torchvision import transforms as T
+
+    if augment not in AUGMENTS:
+        raise ValueError(f"classifier augment {augment!r} is not one of {list(AUGMENTS)}")
+    if crop > resize:
+        raise ValueError(f"classifier crop ({crop}) must not exceed resize ({resize})")
+    normalize = [T.ToTensor(), T.Normalize(mean=MEAN, std=STD)]
+    if not train:
+        return T.Compose([T.Resize((resize, resize)), T.CenterCrop(crop), *normalize])
+    steps = [T.Resize((resize, resize)), T.RandomRotation(15), T.RandomCrop(crop), T.RandomHorizontalFlip()]
+    if augment == "randaugment":
+        steps.append(T.RandAugment())
+    steps += normalize
+    if augment == "cutout":
+        steps.append(Cutout(length=max(1, round(32 * crop / 224))))
+    elif augment == "gridmask":
+        steps.append(GridMask(d_min=max(2, round(96 * crop / 224)), d_max=crop, ratio=0.5, rotate=15, prob=1.0))
+    return T.Compose(steps)
+
+
+# --------------------------------------------------------------------------- data
+class ManifestDataset(Dataset):
+    """Images of a manifest: item i -> (transform(load_rgb(path_i)), label_i)."""
+
+    def __init__(self, table: pd.DataFrame, transform):
+        self.paths = table["path"].astype(str).tolist()
+        self.labels = table["label"].astype("int64").tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(load_rgb(self.paths[i])), self.labels[i]
+
+
+def _check_manifest(table: pd.DataFrame | None, name: str, num_classes: int, allow_empty: bool = False) -> pd.DataFrame:
+    if table is None:
+        table = pd.DataFrame({"path": pd.Series(dtype=str), "label": pd.Series(dtype="int64")})
+    missing = [c for c in ("path", "label") if c not in table.columns]
+    if missing:
+        raise ValueError(f"classifier {name} manifest: missing column(s) {missing}; it needs 'path' and 'label'")
+    if len(table) == 0 and not allow_empty:
+        raise ValueError(f"classifier {name} manifest is empty; the split stage must give it at least one image")
+    if len(table) and (table["label"].min() < 0 or table["label"].max() >= num_classes):
+        raise ValueError(f"classifier {name} manifest: labels span {table['label'].min()}..{table['label'].max()}, "
+                         f"outside 0..{num_classes - 1}; check num_classes")
+    return table[["path", "label"]].astype({"path": str, "label": "int64"}).reset_index(drop=True)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: seed numpy and random from the per-worker torch seed (PyTorch's recipe)."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Shuffling and worker seeds of an epoch depend on (seed, epoch) only, so a resumed run repeats them."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+
+
+# --------------------------------------------------------------------------- model
+def build_model(num_classes: int) -> nn.Module:
+    """torchvision ResNet50 with random weights (``weights=None``) and a ``num_classes``-way head."""
+    return torchvision.models.resnet50(weights=None, num_classes=num_classes)
+
+
+def setup_distributed(model: nn.Module) -> nn.Module:
+    """The one hook for multi-GPU training (the paper trains with SyncBatchNorm on several GPUs).
+
+    Single process (the only mode implemented): the model is returned unchanged. Under an
+    initialised ``torch.distributed`` process group, BatchNorm becomes SyncBatchNorm here; what
+    is still missing for DDP is named in the error: wrapping in DistributedDataParallel,
+    DistributedSampler for the train/val loaders (with ``set_epoch``), reducing the metrics
+    across ranks, and writing files from rank 0 only.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return model
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    raise RuntimeError("sdi.classifier: multi-process (DDP) training is not supported yet; "
+                       "run the classifier as a single process (one GPU or CPU)")
+
+
+# --------------------------------------------------------------------------- train / evaluate
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device, desc: str, amp: bool = False) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, top-1 % on the augmented training batches)."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device,
+             desc: str = "eval", amp: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
+    """Returns (mean loss, y_true (N,) int64, y_pred (N,) int64) in loader order."""
+    model.eval()
+    total_loss, y_true, y_pred = 0.0, [], []
+    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+        total_loss += criterion(logits.float(), labels).item() * len(labels)
+        y_true.append(labels.cpu())
+        y_pred.append(logits.argmax(1).cpu())
+    y_true, y_pred = torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
+    return total_loss / len(y_true), y_true, y_pred
+
+
+# --------------------------------------------------------------------------- files
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _rng_states() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _fingerprint(params: dict, train: pd.DataFrame, val: pd.DataFrame) -> str:
+    """What a resumable checkpoint must agree on: hyperparameters and the exact images and labels."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for table in (train, val):
+        h.update(pd.util.hash_pandas_object(table[["path", "label"]], index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    _atomic(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
+
+
+def _save_best(path: Path, model_state: dict, epoch: int, val_top1: float, meta: dict) -> None:
+    _atomic(path, lambda tmp: torch.save({"model": model_state, "epoch": epoch, "val_top1": val_top1, **meta}, tmp))
+
+
+# --------------------------------------------------------------------------- entry point
+def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
+                     num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
+                     batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
+                     resize: int = 256, crop: int = 224, augment: str = "none", seed: int = 0,
+                     device: str = "auto", num_workers: int = 2, synthetic: pd.DataFrame | None = None,
+                     amp: bool = False, stop_after_epoch: int | None = None) -> dict | None:
+    """Train ResNet50 from scratch, choose the epoch on validation, evaluate test once.
+
+    Args:
+        train, val, test: manifests with columns ``path`` (str) and ``label`` (int, 0..C-1).
+        out_dir: folder for metrics.json, log.csv, best.pt and last.pt (created if missing).
+        num_classes: C. class_names: C names for the per-class metrics (default: the labels).
+        epochs, batch_size, lr, momentum, weight_decay: SGD with cosine annealing over ``epochs``
+            and cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4).
+        resize, crop: image sizes of the transforms (published: 256, 224), see :func:`build_transforms`.
+        augment: 'none' | 'randaugment' | 'cutout' | 'gridmask' (the paper's augmentation baselines).
+        seed: seeds model init, shuffling and augmentation (torch, numpy, random, DataLoader).
+        device: 'auto' (cuda when present, else cpu) or a torch device string.
+        num_workers: DataLoader worker processes.
+        synthetic: optional (path, label) manifest of kept generated images, added to ``train``.
+        amp: bf16 autocast on CUDA (ignored on CPU); off by default (the reference trains in fp32).
+        stop_after_epoch: stop cleanly after this epoch (e.g. to fit a time-limited job) and
+            return None; the next call with the same arguments resumes from last.pt.
+
+    Returns:
+        The content of metrics.json (see the module docstring), or None when stopped early.
+    """
+    t_start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"classifier class_names has {len(class_names)} entries, expected num_classes={num_classes}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"classifier epochs ({epochs}) and batch_size ({batch_size}) must be >= 1")
+    real = _check_manifest(train, "train", num_classes)
+    synthetic = _check_manifest(synthetic, "synthetic", num_classes, allow_empty=True)
+    val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
+    train_all = pd.concat([real, synthetic], ignore_index=True)
+    device = resolve_device(device)
+    amp = bool(amp and device.type == "cuda")
+    params = {"num_classes": num_classes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+              "weight_decay": weight_decay, "resize": resize, "crop": crop, "augment": augment, "seed": seed,
+              "amp": amp}
+    meta = {"arch": "resnet50", "num_classes": num_classes, "class_names": class_names, "resize": resize,
+            "crop": crop, "mean": list(MEAN), "std": list(STD)}
+
+    # --- data
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    train_tf = build_transforms(resize, crop, augment, train=True)
+    eval_tf = build_transforms(resize, crop, "none", train=False)
+    generator = torch.Generator()
+    loader_kw = {"batch_size": batch_size, "num_workers": num_workers, "pin_memory": device.type == "cuda",
+                 "worker_init_fn": _seed_worker}
+    # A last batch of one image breaks BatchNorm on small inputs (1x1 feature maps); drop only that case.
+    train_loader = DataLoader(ManifestDataset(train_all, train_tf), shuffle=True, generator=generator,
+                              drop_last=len(train_all) % batch_size == 1 < len(train_all), **loader_kw)
+    # Evaluation draws no random numbers, but a DataLoader iterator takes a seed from its generator
+    # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
+    eval_kw = {**loader_kw, "generator": torch.Generator().manual_seed(seed)}
+    val_loader = DataLoader(ManifestDataset(val, eval_tf), shuffle=False, **eval_kw)
+
+    # --- model, optimizer, scheduler
+    model = setup_distributed(build_model(num_classes).to(device))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+    # --- resume
+    fingerprint = _fingerprint(params, train_all, val)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    start_epoch, best_epoch, best_val, history, elapsed_before = 1, 0, -1.0, [], 0.0
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
+    if last_path.exists():
+        # Our own file (written below), so a full unpickle is safe; it holds numpy/python RNG states.
+        # map to CPU: torch.set_rng_state needs CPU tensors; load_state_dict moves the rest to the model's device.
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        if ckpt.get("fingerprint") != fingerprint:
+            logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 "
+                           "and overwriting it", last_path)
+        else:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            start_epoch, best_epoch, best_val = ckpt["epoch"] + 1, ckpt["best_epoch"], ckpt["best_val_top1"]
+            history, elapsed_before = ckpt["history"], ckpt["wall_time_s"]
+            _set_rng_states(ckpt["rng"])
+            # Killed between writing last.pt and best.pt: last.pt's weights are the best ones.
+            if best_epoch == ckpt["epoch"] and (not best_path.exists()
+                                                or torch.load(best_path, map_location="cpu")["epoch"] != best_epoch):
+                _save_best(best_path, ckpt["model"], best_epoch, best_val, meta)
+            _write_log(out_dir / "log.csv", history)  # killed before log.csv was updated: catch up
+            logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)",
+                        last_path, ckpt["epoch"], best_epoch, best_val)
+            del ckpt
+
+    logger.info("training ResNet50 from scratch on %s: %d real + %d synthetic train, %d val, %d test images, "
+                "%d classes, epochs %d-%d, augment=%s", device, len(real), len(synthetic), len(val), len(test),
+                num_classes, start_epoch, epochs, augment)
+    for epoch in range(start_epoch, epochs + 1):
+        generator.manual_seed(_epoch_seed(seed, epoch))
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_top1 = train_one_epoch(model, train_loader, criterion, optimizer, device,
+                                                 f"epoch {epoch}/{epochs} train", amp)
+        scheduler.step()
+        val_loss, y_true, y_pred = evaluate(model, val_loader, criterion, device, f"epoch {epoch}/{epochs} val", amp)
+        val_metrics = classification_metrics(y_true, y_pred, num_classes)
+        history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
+                        "val_loss": val_loss, "val_top1": val_metrics["top1"], "val_balanced": val_metrics["balanced"]})
+        if val_metrics["top1"] > best_val:  # strict: ties keep the earlier epoch
+            best_epoch, best_val = epoch, val_metrics["top1"]
+        logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% balanced %.2f%%"
+                    " | best epoch %d", epoch, epochs, epoch_lr, train_loss, train_top1, val_loss,
+                    val_metrics["top1"], val_metrics["balanced"], best_epoch)
+
+        # last.pt first, then best.pt: if killed in between, resuming rewrites best.pt from last.pt.
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": epoch, "best_epoch": best_epoch,
+                 "best_val_top1": best_val, "history": history, "rng": _rng_states(), "fingerprint": fingerprint,
+                 "params": params, "wall_time_s": elapsed_before + time.time() - t_start}
+        _atomic(last_path, lambda tmp, state=state: torch.save(state, tmp))
+        if best_epoch == epoch:
+            _save_best(best_path, state["model"], epoch, best_val, meta)
+        _write_log(out_dir / "log.csv", history)
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < epochs:
+            logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, last_path)
+            return None
+
+    # --- test, once, with the epoch chosen on validation
+    model.load_state_dict(torch.load(best_path, map_location=device)["model"])
+    test_loader = DataLoader(ManifestDataset(test, eval_tf), shuffle=False, **eval_kw)
+    _, y_true, y_pred = evaluate(model, test_loader, criterion, device, "test", amp)
+    metrics = classification_metrics(y_true, y_pred, num_classes, class_names)
+    metrics.update({"split": "test", "best_epoch": best_epoch, "best_val_top1": best_val,
+                    "n_train_real": len(real), "n_train_synthetic": len(synthetic), "n_val": len(val),
+                    "epochs": epochs, "wall_time_s": round(elapsed_before + time.time() - t_start, 3),
+                    "device": str(device), "params": params})
+    _atomic(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    logger.info("test top-1 %.2f%%, balanced %.2f%% (best val epoch %d of %d) -> %s", metrics["top1"],
+                metrics["balanced"], best_epoch, epochs, out_dir / "metrics.json")
+    return metrics

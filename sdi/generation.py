@@ -1,0 +1,527 @@
+"""Generation (METHOD.md section 5): Stable Diffusion images for sampled embeddings, by shard.
+
+One pipeline is loaded per job and called on batches of samples. Every image has its own
+seed: its initial latent is drawn from its own CPU ``torch.Generator`` (the same on CPU and
+GPU), and that generator is handed on to the scheduler for any noise it draws later
+(DDIM with eta > 0, SDE solvers). Which samples share a batch therefore changes nothing but
+floating point summation order: on CPU fp32 the pixels of an image generated in different
+batches differ by at most one 8-bit level in a small fraction of pixels. For bit-exact
+regeneration the manifest records the batch each image was generated in
+(:func:`regenerate_image` reruns that batch).
+
+Each PNG carries its own provenance (the manifest row, as JSON in a ``sdi`` text chunk).
+A rerun keeps an existing PNG only if it decodes fully and its provenance matches the
+current settings; a missing, truncated or stale image is generated again.
+
+The samples table (one shard of ``samples.parquet``) has a row per image to generate:
+``sample_id`` (str), ``label`` (int), ``class_name`` (str), ``sample_index`` (int),
+``seed`` (int), ``shard`` (int, optional here) and ``vector`` (float32 list of length
+d_cross, the sampled conditioning vector; null for the text-only baseline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, PngImagePlugin
+
+from sdi import NEGATIVE_PROMPT, PROMPT
+from sdi.datasets import write_parquet
+from sdi.models import check_sd_folder, check_vae_folder, resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+MODES = ("sei", "text")
+TEXT_PROMPT = "a photo of a {class_name}"  # the text-only baseline ("SD" row of the paper)
+# DDIMScheduler arguments of the method (and of SD v1.5), applied over the SD folder's config.
+METHOD_DDIM = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+SAMPLE_COLUMNS = ("sample_id", "label", "class_name", "sample_index", "seed")
+MANIFEST_COLUMNS = [
+    "sample_id", "label", "class_name", "sample_index", "seed", "shard", "path", "mode", "prompt",
+    "negative_prompt", "vector_sha256", "scheduler", "scheduler_config", "steps", "guidance_scale", "eta",
+    "dtype", "device", "height", "width", "model_id", "batch", "versions",
+]
+# Provenance fields that describe how an image was made but not what it should look like:
+# a stored image whose other fields match the current settings is kept on resume.
+_NOT_COMPARED = ("batch", "versions")
+PNG_KEY = "sdi"
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+class GenerationError(ValueError):
+    """Samples, settings or a manifest row cannot be used for generation."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedulers, model identity, file names
+
+
+def _scheduler_config(scheduler_config) -> dict:
+    if scheduler_config is None:
+        return {}
+    if isinstance(scheduler_config, Mapping):
+        return dict(scheduler_config)
+    from diffusers import DDIMScheduler
+
+    folder = Path(scheduler_config)
+    if (folder / "scheduler").is_dir():
+        folder = folder / "scheduler"
+    return dict(DDIMScheduler.load_config(folder))
+
+
+def make_scheduler(name: str = "ddim", scheduler_config=None):
+    """A diffusers scheduler for generation.
+
+    name: ``'ddim'`` (the method: ``DDIMScheduler`` with :data:`METHOD_DDIM` applied over
+        scheduler_config) or the class name of any diffusers scheduler (e.g.
+        ``'DPMSolverMultistepScheduler'`` for DPM-Solver++), built with ``from_config``.
+    scheduler_config: a config mapping (e.g. ``pipe.scheduler.config``), an SD folder or its
+        ``scheduler/`` folder, or None (only for 'ddim': the method's settings alone).
+    """
+    import diffusers
+
+    config = _scheduler_config(scheduler_config)
+    if name == "ddim":
+        return diffusers.DDIMScheduler.from_config(config, **METHOD_DDIM)
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        raise GenerationError(f"generation.scheduler: {name!r} is neither 'ddim' nor a diffusers scheduler class; "
+                              "use e.g. 'ddim' or 'DPMSolverMultistepScheduler'")
+    if not config:
+        raise GenerationError(f"make_scheduler({name!r}): needs the SD folder's scheduler config")
+    return cls.from_config(config)
+
+
+def scheduler_json(scheduler) -> str:
+    """The scheduler's full config as canonical JSON (private ``_`` keys dropped)."""
+    return json.dumps({k: v for k, v in scheduler.config.items() if not k.startswith("_")}, sort_keys=True)
+
+
+def scheduler_from_json(class_name: str, config_json: str):
+    """Rebuild a scheduler from a manifest's ``scheduler`` and ``scheduler_config`` columns."""
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        raise GenerationError(f"manifest column scheduler: {class_name!r} is not a diffusers scheduler class")
+    return cls.from_config(json.loads(config_json))
+
+
+def _weights_fingerprint(folder: Path, hasher, chunk: int = 1 << 20) -> None:
+    # Fine-tunes of SD share its configs exactly; the first and last MiB of each weight file
+    # tell them apart without reading gigabytes.
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name.endswith((".safetensors", ".bin")):
+            size = f.stat().st_size
+            hasher.update(f"{f.name}:{size}".encode())
+            with open(f, "rb") as fh:
+                hasher.update(fh.read(chunk))
+                if size > chunk:
+                    fh.seek(max(chunk, size - chunk))
+                    hasher.update(fh.read(chunk))
+
+
+def model_id(sd_path: str | Path, vae_path: str | Path | None = None) -> str:
+    """Short hash (16 hex) identifying the models: configs plus a fingerprint of the weights.
+
+    Covers ``model_index.json``, the ``config.json`` of unet/, vae/ and text_encoder/, the
+    separate VAE folder's config when given, and for each of those folders the weight file
+    names, sizes, first and last MiB. Folder paths are not part of it.
+    """
+    sd = check_sd_folder(sd_path)
+    hasher = hashlib.sha256()
+    hasher.update((sd / "model_index.json").read_bytes())
+    folders = [sd / "unet", sd / "vae", sd / "text_encoder"]
+    if vae_path:
+        folders.append(check_vae_folder(vae_path))
+    for folder in folders:
+        hasher.update((folder / "config.json").read_bytes())
+        _weights_fingerprint(folder, hasher)
+    return hasher.hexdigest()[:16]
+
+
+def native_resolution(sd_path: str | Path, vae_path: str | Path | None = None) -> int:
+    """Image size the UNet was trained at: unet sample_size x VAE scale factor (512 for SD v1.5)."""
+    sd = check_sd_folder(sd_path)
+    unet = json.loads((sd / "unet" / "config.json").read_text())
+    vae_dir = check_vae_folder(vae_path) if vae_path else sd / "vae"
+    vae = json.loads((vae_dir / "config.json").read_text())
+    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
+def class_folder(label: int, class_name: str) -> str:
+    """``7, 'digit seven'`` -> ``0007_digit_seven`` (anything but letters, digits, ``._-`` -> ``_``)."""
+    return f"{int(label):04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', str(class_name))}"
+
+
+def image_relpath(label: int, class_name: str, sample_id: str) -> str:
+    """Path of an image below the generation folder: ``images/{label:04d}_{class}/{sample_id}.png``."""
+    return f"images/{class_folder(label, class_name)}/{sample_id}.png"
+
+
+def vector_sha256(vector) -> str:
+    """SHA-256 of a conditioning vector's little-endian float32 bytes; '' for no vector."""
+    if vector is None:
+        return ""
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
+
+
+def _versions() -> str:
+    import diffusers
+
+    return f"torch {torch.__version__}, diffusers {diffusers.__version__}"
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG files with provenance
+
+
+def save_png(image: Image.Image, path: str | Path, provenance: Mapping) -> Path:
+    """Write image as PNG atomically (temp name in the same folder, then rename), with
+    provenance as JSON in its ``sdi`` text chunk. Same pixels + provenance -> same bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_KEY, json.dumps(dict(provenance), sort_keys=True))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        image.save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_provenance(path: str | Path) -> dict | None:
+    """The provenance stored in a generated PNG, or None if the file is missing, does not
+    decode fully (truncated, corrupt) or carries none."""
+    try:
+        with Image.open(path) as img:
+            img.verify()  # chunk CRCs up to IEND
+        with Image.open(path) as img:
+            img.load()  # full pixel decode: verify() misses truncated image data
+            text = img.text.get(PNG_KEY)
+        return json.loads(text) if text else None
+    except Exception:  # noqa: BLE001 - any failure means the file cannot be trusted
+        return None
+
+
+def _matches(stored: dict | None, expected: Mapping) -> bool:
+    if stored is None:
+        return False
+    strip = lambda d: {k: v for k, v in d.items() if k not in _NOT_COMPARED}  # noqa: E731
+    return strip(stored) == strip(expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator
+
+
+def _check_samples(samples: pd.DataFrame, mode: str, d_cross: int | None = None,
+                   what: str = "samples table") -> None:
+    if mode not in MODES:
+        raise GenerationError(f"generation mode {mode!r} must be one of {MODES}")
+    need = [*SAMPLE_COLUMNS, "vector"] if mode == "sei" else list(SAMPLE_COLUMNS)
+    missing = [c for c in need if c not in samples.columns]
+    if missing:
+        raise GenerationError(f"{what}: missing column(s) {', '.join(missing)}; it must have {', '.join(need)} "
+                              "(write it with the SEI sampling stage)")
+    dup = samples.sample_id[samples.sample_id.duplicated()].tolist()
+    if dup:
+        raise GenerationError(f"{what}: duplicate sample_id(s) {dup[:5]}; sample ids must be unique")
+    bad = [s for s in samples.sample_id if not s or s.startswith(".") or "/" in s or os.sep in s]
+    if bad:
+        raise GenerationError(f"{what}: sample_id(s) {bad[:5]} cannot be file names (empty, leading '.', or '/')")
+    if mode == "sei":
+        for sid, vec in zip(samples.sample_id, samples.vector, strict=True):
+            if vec is None or (np.ndim(vec) == 0 and pd.isna(vec)):
+                raise GenerationError(f"{what}: sample {sid} has no vector; mode 'sei' needs one per sample "
+                                      "(use mode 'text' for the text-only baseline)")
+            arr = np.asarray(vec, dtype=np.float32)
+            if d_cross is not None and arr.shape != (d_cross,):
+                raise GenerationError(f"{what}: sample {sid} has a vector of shape {arr.shape}, the UNet needs "
+                                      f"({d_cross},) (cross_attention_dim); were the samples made for another model?")
+            if not np.isfinite(arr).all():
+                raise GenerationError(f"{what}: sample {sid} has a vector with NaN/inf values")
+
+
+class ImageGenerator:
+    """Stable Diffusion with the method's conditioning, loaded once and called per batch.
+
+    sd_path / vae_path: local SD v1.5 (diffusers layout) and optional separate VAE folder.
+    scheduler: 'ddim', a diffusers scheduler class name (see :func:`make_scheduler`) or an
+        instantiated scheduler. dtype: 'fp16' / 'bf16' / 'fp32' (always fp32 on CPU).
+    device: 'auto' (cuda when present, else cpu) or a torch device name.
+
+    The pipeline is loaded on first use, so that provenance (:meth:`settings`) is available
+    without loading weights.
+    """
+
+    def __init__(self, sd_path: str | Path, vae_path: str | Path | None = None, *, scheduler="ddim",
+                 dtype: str = "fp16", device: str = "auto"):
+        self.sd_path = check_sd_folder(sd_path)
+        self.vae_path = check_vae_folder(vae_path) if vae_path else None
+        self.device = resolve_device(device)
+        self.dtype = torch.float32 if self.device.type == "cpu" else resolve_dtype(dtype, self.device)
+        if isinstance(scheduler, str):
+            scheduler = make_scheduler(scheduler, self.sd_path)
+        self.scheduler = scheduler
+        self.model_id = model_id(self.sd_path, self.vae_path)
+        self.native_resolution = native_resolution(self.sd_path, self.vae_path)
+        self._pipe = None
+        self._method_prompt = None
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def pipe(self):
+        """The StableDiffusionPipeline (loaded on first access)."""
+        if self._pipe is None:
+            from sdi.models import load_sd_pipeline
+
+            logger.info("loading %s (vae %s) on %s as %s with %s", self.sd_path, self.vae_path, self.device,
+                        self.dtype_name, type(self.scheduler).__name__)
+            self._pipe = load_sd_pipeline(self.sd_path, self.vae_path, device=self.device, dtype=self.dtype,
+                                          scheduler=self.scheduler)
+        return self._pipe
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES[self.dtype]
+
+    @property
+    def d_cross(self) -> int:
+        unet = json.loads((self.sd_path / "unet" / "config.json").read_text())
+        cross = unet["cross_attention_dim"]
+        return int(cross[0] if isinstance(cross, list) else cross)
+
+    def settings(self) -> dict:
+        """Provenance fields that depend on the generator, not on the sample."""
+        return {"scheduler": type(self.scheduler).__name__, "scheduler_config": scheduler_json(self.scheduler),
+                "dtype": self.dtype_name, "device": self.device.type, "model_id": self.model_id}
+
+    @torch.no_grad()
+    def _encode(self, prompt: str) -> torch.Tensor:
+        """[1, 77, d] text encoder hidden states of a plain prompt (the pipeline's own encoding)."""
+        if prompt not in self._prompt_cache:
+            embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
+            self._prompt_cache[prompt] = embeds
+        return self._prompt_cache[prompt]
+
+    @torch.no_grad()
+    def prompt_embeds(self, samples: pd.DataFrame, mode: str) -> torch.Tensor:
+        """[B, 77, d_cross] conditioning for the rows of samples, in the pipeline's dtype.
+
+        'sei': the method prompt with its ``class</w>`` hidden state replaced by each row's vector.
+        'text': the hidden states of ``"a photo of a {class_name}"``.
+        """
+        if mode == "text":
+            return torch.cat([self._encode(TEXT_PROMPT.format(class_name=c)) for c in samples.class_name])
+        from sdi.conditioning import prompt_hidden_states, replace_placeholder
+
+        if self._method_prompt is None:
+            self._method_prompt = prompt_hidden_states(self.pipe.tokenizer, self.pipe.text_encoder, PROMPT)
+        hidden, position = self._method_prompt
+        vectors = torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32) for v in samples.vector]))
+        return replace_placeholder(hidden, vectors.to(hidden.device, hidden.dtype), position)
+
+    def initial_latents(self, seeds, height: int, width: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """[B, C, height/8, width/8] unit-normal latents, each from its own seeded CPU generator.
+
+        Returns the latents (pipeline device and dtype) and the generators, advanced past the
+        latent draw, for the scheduler's later noise. Device-independent: drawn on the CPU in fp32.
+        """
+        from diffusers.utils.torch_utils import randn_tensor
+
+        channels = self.pipe.unet.config.in_channels
+        scale = self.pipe.vae_scale_factor
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        latents = torch.cat([randn_tensor((1, channels, height // scale, width // scale), generator=g,
+                                          device=torch.device("cpu"), dtype=torch.float32) for g in generators])
+        return latents.to(self.device, self.dtype), generators
+
+    def generate(self, samples: pd.DataFrame, mode: str = "sei", *, steps: int = 50, guidance_scale: float = 2.0,
+                 height: int | None = None, width: int | None = None, negative_prompt: str = NEGATIVE_PROMPT,
+                 eta: float = 0.0) -> list[Image.Image]:
+        """One pipeline call for all rows of samples (columns seed, class_name, and vector for 'sei').
+
+        Returns one RGB PIL image (height x width) per row, in order.
+        """
+        height = int(height or self.native_resolution)
+        width = int(width or self.native_resolution)
+        scale = self.pipe.vae_scale_factor
+        if height % scale or width % scale:
+            raise GenerationError(f"generation.resolution: {height}x{width} is not a multiple of {scale}")
+        embeds = self.prompt_embeds(samples, mode)
+        negative = self._encode(negative_prompt).expand(len(samples), -1, -1)
+        latents, generators = self.initial_latents(samples.seed, height, width)
+        return self.pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, latents=latents,
+                         generator=generators, num_inference_steps=int(steps), guidance_scale=float(guidance_scale),
+                         eta=float(eta), height=height, width=width, output_type="pil").images
+
+
+def _provenance(row, mode: str, settings: Mapping, steps: int, guidance_scale: float, eta: float,
+                negative_prompt: str, height: int, width: int) -> dict:
+    """The manifest row of one sample, less path, shard, batch and versions."""
+    return {
+        "sample_id": str(row.sample_id), "label": int(row.label), "class_name": str(row.class_name),
+        "sample_index": int(row.sample_index), "seed": int(row.seed), "mode": mode,
+        "prompt": PROMPT if mode == "sei" else TEXT_PROMPT.format(class_name=row.class_name),
+        "negative_prompt": negative_prompt,
+        "vector_sha256": vector_sha256(row.vector) if mode == "sei" else "",
+        **settings, "steps": int(steps), "guidance_scale": float(guidance_scale), "eta": float(eta),
+        "height": int(height), "width": int(width),
+    }
+
+
+def generate_shard(samples: pd.DataFrame, sd_path: str | Path, out_dir: str | Path, *,
+                   vae_path: str | Path | None = None, mode: str = "sei", steps: int = 50,
+                   guidance_scale: float = 2.0, scheduler: str = "ddim", dtype: str = "fp16",
+                   resolution: int | None = None, batch_size: int = 8, negative_prompt: str = NEGATIVE_PROMPT,
+                   eta: float = 0.0, device: str = "auto", save_threads: int = 2,
+                   generator: ImageGenerator | None = None) -> pd.DataFrame:
+    """Generate the images of one shard of samples; resumable. Returns the shard's manifest.
+
+    samples: rows of samples.parquet (see module docstring). Images are written to
+    ``out_dir/images/{label:04d}_{class_name}/{sample_id}.png``. An existing PNG that decodes
+    fully and whose embedded provenance matches the current settings is kept; every other
+    sample is generated, batch_size samples per pipeline call, with PNG encoding in
+    save_threads background threads. resolution: None = the model's native size.
+    generator: an already loaded :class:`ImageGenerator` (then sd_path, vae_path, scheduler,
+    dtype and device are taken from it).
+
+    The manifest (one row per sample, in the order of samples) has :data:`MANIFEST_COLUMNS`.
+    """
+    from tqdm import tqdm
+
+    if generator is None:
+        generator = ImageGenerator(sd_path, vae_path, scheduler=scheduler, dtype=dtype, device=device)
+    elif Path(sd_path).resolve() != generator.sd_path.resolve():
+        raise GenerationError(f"generate_shard: sd_path {sd_path} differs from the generator's {generator.sd_path}")
+    _check_samples(samples, mode, generator.d_cross if mode == "sei" else None)
+    if batch_size < 1:
+        raise GenerationError(f"generation.batch_size: {batch_size} must be >= 1")
+    size = int(resolution or generator.native_resolution)
+    settings = generator.settings()
+    out_dir = Path(out_dir)
+    samples = samples.reset_index(drop=True)
+    if "vector" not in samples.columns:
+        samples = samples.assign(vector=None)
+    expected = [_provenance(r, mode, settings, steps, guidance_scale, eta, negative_prompt, size, size)
+                for r in samples.itertuples(index=False)]
+    paths = [out_dir / image_relpath(r.label, r.class_name, r.sample_id) for r in samples.itertuples(index=False)]
+
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
+        stored = list(tqdm(pool.map(read_provenance, paths), total=len(paths), desc="checking existing images",
+                           unit="img", mininterval=2, disable=len(paths) == 0))
+    records: list[dict | None] = [s if _matches(s, e) else None for s, e in zip(stored, expected, strict=True)]
+    todo = [i for i, r in enumerate(records) if r is None]
+    stale = sum(1 for i in todo if stored[i] is not None)
+    logger.info("%d samples: %d already generated, %d to generate (%d existing file(s) with other settings)",
+                len(samples), len(samples) - len(todo), len(todo), stale)
+
+    versions = _versions()
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max(1, save_threads)) as pool, \
+            tqdm(total=len(todo), desc=f"generating ({mode})", unit="img", mininterval=2) as bar:
+        for start in range(0, len(todo), batch_size):
+            idx = todo[start:start + batch_size]
+            batch = samples.iloc[idx]
+            images = generator.generate(batch, mode, steps=steps, guidance_scale=guidance_scale, height=size,
+                                        width=size, negative_prompt=negative_prompt, eta=eta)
+            ids = batch.sample_id.astype(str).tolist()
+            for i, image in zip(idx, images, strict=True):
+                records[i] = {**expected[i], "batch": ids, "versions": versions}
+                pending.append(pool.submit(save_png, image, paths[i], records[i]))
+            # Bound the images waiting for encoding to about two batches.
+            while len(pending) > 2 * batch_size:
+                pending.pop(0).result()
+            bar.update(len(idx))
+        done, _ = wait(pending)
+        for f in done:
+            f.result()  # re-raise a failed write
+
+    manifest = pd.DataFrame(records, columns=[c for c in MANIFEST_COLUMNS if c not in ("path", "shard")])
+    manifest.insert(5, "shard", samples["shard"].astype("int64") if "shard" in samples.columns else -1)
+    manifest.insert(6, "path", [str(p) for p in paths])
+    return manifest[MANIFEST_COLUMNS]
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
+    """Write a generation manifest to Parquet atomically, after checking its columns."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise GenerationError(f"{path}: manifest lacks column(s) {', '.join(missing)}; build it with generate_shard")
+    write_parquet(manifest[MANIFEST_COLUMNS], path)
+
+
+def regenerate_image(manifest_row: Mapping | pd.Series, samples: pd.DataFrame | np.ndarray | None,
+                     sd_path: str | Path, out_path: str | Path, *, vae_path: str | Path | None = None,
+                     device: str = "auto", exact: bool = True) -> Path:
+    """Regenerate one image from its manifest row and write it (PNG with provenance) to out_path.
+
+    samples: the samples table (vectors looked up by sample_id; for exact=True it must hold
+        every sample of the row's ``batch``), or for a single image the row's vector itself
+        ([d_cross] float32) or None in text mode.
+    exact: rerun the whole batch the image was generated in, so that on the same hardware
+        and software the bytes are identical; False generates the image alone (pixels may
+        differ from the original by float summation order: at most one level, on few pixels).
+    The models must be the ones the manifest names (same model_id).
+    """
+    row = dict(manifest_row)
+    generator = ImageGenerator(sd_path, vae_path, scheduler=scheduler_from_json(row["scheduler"],
+                                                                                  row["scheduler_config"]),
+                               dtype=row["dtype"], device=device)
+    if generator.model_id != row["model_id"]:
+        raise GenerationError(f"models {sd_path} (vae {vae_path}) have model_id {generator.model_id}, but sample "
+                              f"{row['sample_id']} was generated with {row['model_id']}; pass the SD/VAE folders "
+                              "that generated it")
+    if generator.device.type != row["device"]:
+        logger.warning("sample %s was generated on %s, regenerating on %s: pixels may differ slightly",
+                       row["sample_id"], row["device"], generator.device.type)
+    mode = row["mode"]
+    members = [str(s) for s in row["batch"]] if exact else [str(row["sample_id"])]
+    if isinstance(samples, pd.DataFrame):
+        table = samples.set_index("sample_id", drop=False)
+        missing = [s for s in members if s not in table.index]
+        if missing:
+            raise GenerationError(f"samples table lacks {missing[:5]} of the batch of {row['sample_id']}; pass the "
+                                  "full samples.parquet, or exact=False to regenerate the image alone")
+        batch = table.loc[members].reset_index(drop=True)
+    else:
+        if len(members) > 1:
+            raise GenerationError(f"sample {row['sample_id']} was generated in a batch of {len(members)}; pass the "
+                                  "samples table for an exact regeneration, or exact=False")
+        batch = pd.DataFrame([{**{c: row[c] for c in SAMPLE_COLUMNS}, "vector": samples}])
+    if "vector" not in batch.columns:
+        batch = batch.assign(vector=None)
+    _check_samples(batch, mode, generator.d_cross if mode == "sei" else None, what="samples for regeneration")
+    target = members.index(str(row["sample_id"]))
+    mine = batch.iloc[target]
+    if int(mine.seed) != int(row["seed"]) or (mode == "sei" and vector_sha256(mine.vector) != row["vector_sha256"]):
+        raise GenerationError(f"sample {row['sample_id']}: seed or vector in the samples table differ from the "
+                              "manifest; pass the samples table the manifest was generated from")
+    images = generator.generate(batch, mode, steps=row["steps"], guidance_scale=row["guidance_scale"],
+                                height=row["height"], width=row["width"], negative_prompt=row["negative_prompt"],
+                                eta=row["eta"])
+    provenance = {**_provenance(mine, mode, generator.settings(), row["steps"], row["guidance_scale"], row["eta"],
+                                row["negative_prompt"], row["height"], row["width"]),
+                  "batch": members, "versions": _versions()}
+    return save_png(images[target], out_path, provenance)

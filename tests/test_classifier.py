@@ -1,0 +1,207 @@
+"""Downstream classifier (METHOD.md section 7): metrics, transforms, training run, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sdi.classifier import (
+    MEAN,
+    STD,
+    Cutout,
+    GridMask,
+    ManifestDataset,
+    build_model,
+    build_transforms,
+    evaluate,
+    train_classifier,
+)
+from sdi.datasets import load_rgb
+from sdi.metrics import classification_metrics
+
+TINY = {"num_classes": 10, "epochs": 2, "batch_size": 16, "resize": 40, "crop": 32, "seed": 0,
+        "device": "cpu", "num_workers": 0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """ResNet50 on 32x32 batches of 16 gains nothing from intra-op threads, and on a shared
+    2-core machine OpenMP threads that wait for each other make it many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def class_names(split: dict) -> list[str]:
+    names = split["train"].drop_duplicates("label").sort_values("label")
+    return names.class_name.tolist()
+
+
+# --------------------------------------------------------------------------- metrics
+def test_metrics_on_a_known_confusion():
+    # rows = true class, columns = predicted class; class 3 never occurs but is predicted once
+    confusion = [[4, 1, 0, 0],
+                 [1, 1, 0, 1],
+                 [2, 0, 0, 0],
+                 [0, 0, 0, 0]]
+    y_true, y_pred = [], []
+    for t, row in enumerate(confusion):
+        for p, count in enumerate(row):
+            y_true += [t] * count
+            y_pred += [p] * count
+    m = classification_metrics(y_true, y_pred, num_classes=4, class_names=["a", "b", "c", "d"])
+
+    assert m["n"] == 10
+    assert m["confusion"] == confusion
+    assert m["top1"] == pytest.approx(50.0)  # 5 correct of 10
+    assert m["balanced"] == pytest.approx(100 * (4 / 5 + 1 / 3 + 0 / 2) / 3)  # 37.78: classes in y_true only
+    assert [c["n"] for c in m["per_class"]] == [5, 3, 2, 0]
+    assert [c["correct"] for c in m["per_class"]] == [4, 1, 0, 0]
+    assert [c["accuracy"] for c in m["per_class"]][:3] == pytest.approx([80.0, 100 / 3, 0.0])
+    assert m["per_class"][3]["accuracy"] is None
+    assert [c["class_name"] for c in m["per_class"]] == ["a", "b", "c", "d"]
+    json.dumps(m)  # plain data, writable as metrics.json
+
+
+def test_metrics_reject_labels_outside_the_classes():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        classification_metrics([0, 1, 3], [0, 1, 1], num_classes=3)
+
+
+# --------------------------------------------------------------------------- transforms
+@pytest.mark.parametrize("augment", ["none", "randaugment", "cutout", "gridmask"])
+def test_train_transform_shapes(digits_split, augment):
+    img = load_rgb(digits_split["train"].path.iloc[0])
+    torch.manual_seed(0)
+    x = build_transforms(40, 32, augment, train=True)(img)
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    # Normalize(MEAN, STD) of 8-bit pixels never gives exactly 0 in all channels (no channel
+    # mean is a multiple of 1/255), so all-zero pixels can only come from a mask.
+    zeroed = (x == 0).all(dim=0)
+    if augment in ("cutout", "gridmask"):
+        assert zeroed.any()
+    else:
+        assert not zeroed.any()
+
+
+def test_eval_transform_is_deterministic(digits_split):
+    img = load_rgb(digits_split["test"].path.iloc[0])
+    tf = build_transforms(40, 32, train=False)
+    a, b = tf(img), tf(img)
+    assert a.shape == (3, 32, 32) and torch.equal(a, b)
+    # the centre crop of the normalised image; check normalisation on a single pixel
+    raw = torch.from_numpy(np.array(img.resize((40, 40), resample=2))).permute(2, 0, 1).float() / 255
+    expected = (raw[:, 20, 20] - torch.tensor(MEAN)) / torch.tensor(STD)
+    assert torch.allclose(a[:, 16, 16], expected, atol=1e-5)
+
+
+def test_cutout_zeroes_one_clipped_square():
+    torch.manual_seed(0)
+    for _ in range(20):
+        out = Cutout(length=8)(torch.ones(3, 32, 32))
+        zero = (out == 0).all(dim=0)
+        assert torch.equal(zero, (out == 0).any(dim=0))  # same hole in every channel
+        rows, cols = zero.any(dim=1).nonzero().flatten(), zero.any(dim=0).nonzero().flatten()
+        h, w = len(rows), len(cols)
+        assert 4 <= h <= 8 and 4 <= w <= 8 and zero.sum() == h * w  # one rectangle, clipped at the border
+
+
+def test_gridmask_removes_the_expected_fraction():
+    # ratio 0.5 keeps stripes of width d/2: squares of side d/2 per d x d cell are removed (1/4)
+    torch.manual_seed(0)
+    out = GridMask(d_min=20, d_max=21, ratio=0.5, rotate=1)(torch.ones(3, 200, 200))
+    assert (out == 0).all(dim=0).float().mean().item() == pytest.approx(0.25)
+    rotated = GridMask(d_min=20, d_max=21, ratio=0.5, rotate=15)(torch.ones(3, 200, 200))
+    assert (rotated == 0).all(dim=0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+
+
+# --------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def straight_run(digits_split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clf") / "straight"
+    metrics = train_classifier(digits_split["train"], digits_split["val"], digits_split["test"], out,
+                               class_names=class_names(digits_split), **TINY)
+    return out, metrics
+
+
+def test_tiny_run_writes_wellformed_outputs(straight_run, digits_split):
+    out, metrics = straight_run
+    assert {"metrics.json", "log.csv", "best.pt", "last.pt"} <= {p.name for p in out.iterdir()}
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # nothing half-written left behind
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+
+    test, names = digits_split["test"], class_names(digits_split)
+    assert metrics["n"] == len(test) and metrics["n_train_real"] == len(digits_split["train"])
+    assert metrics["n_train_synthetic"] == 0 and metrics["epochs"] == 2 and metrics["device"] == "cpu"
+    assert [c["n"] for c in metrics["per_class"]] == test.groupby("label").size().tolist()
+    assert [c["class_name"] for c in metrics["per_class"]] == names
+    assert np.asarray(metrics["confusion"]).sum() == len(test)
+    assert 0 <= metrics["balanced"] <= 100 and 0 <= metrics["top1"] <= 100
+
+    log = pd.read_csv(out / "log.csv")
+    assert log.columns.tolist() == ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1",
+                                    "val_balanced"]
+    assert log.epoch.tolist() == [1, 2]
+    assert log.lr.tolist() == pytest.approx([0.01, 0.005])  # cosine annealing over 2 epochs
+    assert np.isfinite(log[["train_loss", "val_loss"]].to_numpy()).all()
+    # the checkpoint is chosen on validation, ties going to the earlier epoch
+    assert metrics["best_epoch"] == int(log.epoch[log.val_top1.idxmax()])
+    assert metrics["best_val_top1"] == pytest.approx(log.val_top1.max())
+
+    # test evaluated with the best checkpoint: re-evaluating best.pt reproduces metrics.json
+    best = torch.load(out / "best.pt", map_location="cpu")
+    assert best["epoch"] == metrics["best_epoch"] and best["class_names"] == names
+    model = build_model(10)
+    model.load_state_dict(best["model"])
+    loader = torch.utils.data.DataLoader(ManifestDataset(test, build_transforms(40, 32, train=False)), batch_size=16)
+    _, y_true, y_pred = evaluate(model, loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert classification_metrics(y_true, y_pred, 10)["confusion"] == metrics["confusion"]
+
+
+def test_resume_matches_a_straight_run(straight_run, digits_split, tmp_path):
+    out, metrics = straight_run
+    args = (digits_split["train"], digits_split["val"], digits_split["test"], tmp_path)
+    assert train_classifier(*args, class_names=class_names(digits_split), stop_after_epoch=1, **TINY) is None
+    assert not (tmp_path / "metrics.json").exists()
+    assert pd.read_csv(tmp_path / "log.csv").epoch.tolist() == [1]
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+    # as if killed right after last.pt was written: best.pt and log.csv not yet updated
+    (tmp_path / "best.pt").unlink()
+    (tmp_path / "log.csv").unlink()
+
+    resumed = train_classifier(*args, class_names=class_names(digits_split), **TINY)
+    drop = {"wall_time_s"}
+    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in metrics.items() if k not in drop}
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "log.csv"), pd.read_csv(out / "log.csv"))
+    for name in ("best.pt", "last.pt"):
+        a = torch.load(out / name, weights_only=False)["model"]
+        b = torch.load(tmp_path / name, weights_only=False)["model"]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
+
+
+def test_synthetic_rows_are_counted_and_used(digits_split, tmp_path):
+    train, val, test = digits_split["train"], digits_split["val"], digits_split["test"]
+    # stand-in "generated" images: copies of test rows relabelled as the class they were made for
+    synthetic = test.groupby("label").head(2)[["path", "label"]]
+    run = {**TINY, "epochs": 1, "augment": "gridmask"}
+    metrics = train_classifier(train, val, test, tmp_path / "ok", synthetic=synthetic, **run)
+    assert metrics["n_train_synthetic"] == len(synthetic) == 20
+    assert metrics["n_train_real"] == len(train)
+
+    # the synthetic images are really read during training: a missing one fails the run
+    broken = pd.concat([synthetic, pd.DataFrame({"path": [str(tmp_path / "gone.png")], "label": [3]})])
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        train_classifier(train, val, test, tmp_path / "broken", synthetic=broken, **run)
+
+
+def test_bad_manifest_names_the_problem(digits_split, tmp_path):
+    bad = digits_split["train"].assign(label=digits_split["train"].label + 5)
+    with pytest.raises(ValueError, match="train manifest: labels span"):
+        train_classifier(bad, digits_split["val"], digits_split["test"], tmp_path, **TINY)

@@ -1,0 +1,22 @@
+"""Rule embeddings: CLIP image embedding -> projector, one row per training image.
+
+input:  split (folder with train.parquet), projector (folder); the tiny CLIP folder when models.tiny
+output: the embeddings Parquet file (output[0])
+params: models ({sd, vae, clip}), batch_size, device
+threads: DataLoader workers (minus the main process)
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from sdi.embeddings import extract_embeddings, write_embeddings
+from sdi.workflow import logged
+
+with logged(snakemake.log[0]) as log:  # noqa: F821
+    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+    table = extract_embeddings(pd.read_parquet(Path(inp.split) / "train.parquet"), inp.projector, p.models["clip"],
+                               batch_size=p.batch_size, device=p.device,
+                               num_workers=max(0, snakemake.threads - 1))  # noqa: F821
+    write_embeddings(table, out[0])
+    log.info("%d embeddings -> %s", len(table), out[0])
