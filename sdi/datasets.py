@@ -206,15 +206,6 @@ def make_split(table: pd.DataFrame, val_fraction: float, seed: int,
     return {"train": tidy(train), "val": tidy(val), "test": tidy(test)}
 
 
-def write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a Parquet file atomically (temp name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def write_demo_digits(root: str | Path, train_per_class: int, test_per_class: int,
                       image_size: int = 64, seed: int = 0) -> Path:
     """Write scikit-learn's digits as a CUB_200_2011-style folder of RGB PNGs.

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from sdi.datasets import load_rgb
 from sdi.models import load_clip_vision, resolve_device
 from sdi.projector import SemanticProjector
+from sdi.tables import vector_array, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -109,15 +110,6 @@ def extract_embeddings(manifest: pd.DataFrame, projector_dir: str | Path, clip_p
     return table
 
 
-def _vector_array(values, column: str) -> pa.FixedSizeListArray:
-    matrix = np.stack(list(values)).astype(np.float32, copy=False) if len(values) else None
-    if matrix is None:
-        raise ValueError(f"embeddings: column {column!r} is empty; there is nothing to write")
-    if matrix.ndim != 2:
-        raise ValueError(f"embeddings: column {column!r} must hold 1-D vectors of one size, got {matrix.shape}")
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=pa.float32()), matrix.shape[1])
-
-
 def embeddings_table(df: pd.DataFrame) -> pa.Table:
     """The Arrow table of :func:`write_embeddings` (fixed-size float32 vector columns)."""
     columns = {
@@ -125,21 +117,15 @@ def embeddings_table(df: pd.DataFrame) -> pa.Table:
         "label": pa.array(df["label"].astype("int64").to_numpy(), type=pa.int64()),
         "class_name": pa.array(df["class_name"].astype(str).tolist(), type=pa.string()),
     }
-    columns.update({c: _vector_array(df[c].tolist(), c) for c in VECTOR_COLUMNS})
+    if len(df) == 0:
+        raise ValueError("embeddings: the table is empty; there is nothing to write")
+    columns.update({c: vector_array(df[c].tolist(), c) for c in VECTOR_COLUMNS})
     return pa.table(columns)
 
 
 def write_embeddings(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the embeddings table to Parquet atomically (temp name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = embeddings_table(df)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_parquet(embeddings_table(df), path)
 
 
 def read_embeddings(path: str | os.PathLike, column: str = "embedding") -> tuple[pd.DataFrame, np.ndarray]:

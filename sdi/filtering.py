@@ -25,8 +25,9 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from sdi.datasets import load_rgb, write_parquet
+from sdi.datasets import load_rgb
 from sdi.models import load_clip, resolve_device, resolve_dtype
+from sdi.tables import atomic_write, write_parquet
 
 FILTER_PROMPT = "a photo of a {class_name}"
 OUTPUT_FILES = {"manifest": "manifest.parquet", "counts": "counts.csv", "grid": "grid.png"}
@@ -184,12 +185,6 @@ def preview_grid(scored: pd.DataFrame, *, n_classes: int = 4, per_row: int = 6, 
     return grid
 
 
-def _atomic_save(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def check_manifest(manifest: pd.DataFrame) -> None:
     """Raise FilterError unless the generation manifest has the columns, unique ids and files."""
     missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
@@ -245,7 +240,7 @@ def filter_generated(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(scored, out_dir / OUTPUT_FILES["manifest"])
     counts = class_counts(scored)
-    _atomic_save(out_dir / OUTPUT_FILES["counts"], lambda p: counts.to_csv(p, index=False))
+    atomic_write(out_dir / OUTPUT_FILES["counts"], lambda p: counts.to_csv(p, index=False))
     grid = preview_grid(scored, n_classes=grid_classes, per_row=grid_per_row)
-    _atomic_save(out_dir / OUTPUT_FILES["grid"], lambda p: grid.save(p, format="PNG"))
+    atomic_write(out_dir / OUTPUT_FILES["grid"], lambda p: grid.save(p, format="PNG"))
     return scored

@@ -36,7 +36,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from sdi import NEGATIVE_PROMPT, PROMPT
-from sdi.datasets import write_parquet
+from sdi.tables import write_parquet
 from sdi.models import check_sd_folder, check_vae_folder, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)

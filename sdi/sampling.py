@@ -52,6 +52,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from sdi.tables import vector_array, write_parquet
+
 SAMPLE_COLUMNS = ["sample_id", "label", "class_name", "sample_index", "seed", "shard", "vector"]
 METHODS = ("gauss", "gmm", "text")
 REFERENCE_SEED = 42  # the reference seeds every class's sampler with this constant
@@ -227,23 +229,12 @@ def sample_class_embeddings(
     return samples[SAMPLE_COLUMNS]
 
 
-def _vector_array(column: pd.Series) -> pa.Array:
-    if len(column) == 0 or column.isna().all():
-        return pa.nulls(len(column), type=pa.list_(pa.float32()))
-    x = stack_vectors(column)
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), x.shape[1])
-
-
 def write_samples(samples: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the samples table atomically; ``vector`` becomes a fixed-size list<float32> (or null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(samples.drop(columns=["vector"], errors="ignore"), preserve_index=False)
     if "vector" in samples.columns:
-        table = table.append_column("vector", _vector_array(samples["vector"]))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+        table = table.append_column("vector", vector_array(samples["vector"]))
+    write_parquet(table, path)
 
 
 def read_samples(path: str | os.PathLike, shard: int | None = None) -> pd.DataFrame:

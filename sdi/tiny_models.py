@@ -25,24 +25,12 @@ from transformers import (
     CLIPVisionConfig,
 )
 
+from sdi.generation import METHOD_DDIM
 from sdi.tokenizer import write_clip_tokenizer
 
 TINY_WIDTH = 32  # text hidden size = UNet cross_attention_dim = CLIP projection_dim
 TINY_IMAGE_SIZE = 64  # SD resolution of the tiny pipeline (8x8 latents)
 TINY_CLIP_IMAGE_SIZE = 32
-
-
-def method_scheduler() -> DDIMScheduler:
-    """DDIM with the settings of METHOD.md section 5 (those of SD v1.5)."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
 
 
 def _text_config(width: int) -> CLIPTextConfig:
@@ -91,7 +79,7 @@ def build_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=method_scheduler(),
+        scheduler=DDIMScheduler(**METHOD_DDIM),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -1,4 +1,5 @@
-from sdi.datasets import check_images, make_split, read_dataset, write_parquet
+from sdi.datasets import check_images, make_split, read_dataset
+from sdi.tables import write_parquet
 from sdi.workflow import logged
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
