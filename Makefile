@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test lint bench clean-demo
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests
+
+# Generation throughput, reference style vs engine (bench/README.md): CPU with the tiny
+# models by default; `make bench BENCH_DEVICE=cuda` for SD v1.5 at 512x512 on a GPU.
+BENCH_DEVICE ?= cpu
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_generation.py --device $(BENCH_DEVICE)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check sdi workflow_scripts tests bench

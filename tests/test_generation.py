@@ -13,26 +13,33 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from sdi import NEGATIVE_PROMPT, PROMPT
 from sdi.generation import (
+    AUTO_BATCH_CPU,
     MANIFEST_COLUMNS,
     METHOD_DDIM,
     GenerationError,
     ImageGenerator,
+    auto_batch_size,
     generate_shard,
     make_scheduler,
     read_provenance,
     regenerate_image,
+    to_pil,
     vector_sha256,
     write_manifest,
 )
+from sdi.tables import write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 D_CROSS = 32
@@ -213,3 +220,40 @@ def test_bad_samples_are_refused(ddim, tmp_path):
     assert not (tmp_path / "images").exists()
     empty = generate_shard(make_samples(2).iloc[:0], ddim.sd_path, tmp_path, generator=ddim, **FAST)
     assert empty.empty and list(empty.columns) == MANIFEST_COLUMNS
+
+
+def test_regenerate_command_gives_the_stored_bytes(reference, tiny_models, tmp_path):
+    """The command line, in its own process, from a manifest and samples table on disk."""
+    samples, manifest, _ = reference
+    write_manifest(manifest, tmp_path / "shard.parquet")
+    write_parquet(samples, tmp_path / "samples.parquet")
+    row = manifest.iloc[5]
+    cmd = [sys.executable, "-m", "sdi.regenerate", "--manifest", str(tmp_path / "shard.parquet"),
+           "--sample-id", row.sample_id, "--samples", str(tmp_path / "samples.parquet"),
+           "--sd", str(tiny_models["sd"]), "--out", str(tmp_path / "again.png"), "--device", "cpu", "--compare"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"identical to {row.path}" in proc.stdout
+    assert (tmp_path / "again.png").read_bytes() == Path(row.path).read_bytes()
+    # An SEI image needs its vector; an unknown sample id is named.
+    proc = subprocess.run(cmd[:7] + cmd[9:], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "pass --samples" in proc.stderr
+    proc = subprocess.run([*cmd[:6], "nope", *cmd[7:]], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--sample-id nope: not in" in proc.stderr
+
+
+def test_auto_batch_size_and_output_arrays(reference, ddim, tmp_path):
+    samples, manifest, _ = reference
+    assert auto_batch_size(torch.device("cpu"), torch.float32, 512, 512) == AUTO_BATCH_CPU
+    # The engine's float output, converted off the critical path, is the pipeline's own PIL image.
+    arrays = ddim.generate(samples.iloc[:3], steps=4, guidance_scale=2.0, output_type="np")
+    images = ddim.generate(samples.iloc[:3], steps=4, guidance_scale=2.0)
+    assert arrays.shape == (3, 64, 64, 3) and arrays.dtype == np.float32
+    assert all(np.array_equal(np.asarray(to_pil(a)), np.asarray(i)) for a, i in zip(arrays, images, strict=True))
+    # 'auto' (16 on CPU) puts the 8 samples in one batch.
+    auto = generate_shard(samples, ddim.sd_path, tmp_path, batch_size="auto", generator=ddim, **FAST)
+    assert {len(b) for b in auto.batch} == {8}
+    for a, b in zip(manifest.path, auto.path, strict=True):
+        assert_within_batch_tolerance(a, b)
+    with pytest.raises(GenerationError, match="generation.batch_size"):
+        generate_shard(samples, ddim.sd_path, tmp_path, batch_size="many", generator=ddim, **FAST)
