@@ -17,6 +17,13 @@ once. Everything a run produces is written as data into ``out_dir``:
 
 Every file is written under a temporary name and renamed, so a killed job never leaves a
 half-written file.
+
+Several GPUs (torchvision's recipe): with more than one visible GPU (or ``processes`` > 1) the
+run is spread over one process per GPU (:mod:`sdi.distributed`): DistributedDataParallel,
+SyncBatchNorm, a DistributedSampler reshuffled per epoch, ``batch_size`` split between the
+processes (it stays the global batch, so the hyperparameters mean the same on any number of
+GPUs), validation and test split between the processes and their predictions gathered, so
+the metrics are those of the whole set; only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -35,14 +42,15 @@ import pandas as pd
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
+from sdi import distributed
 from sdi.datasets import load_rgb
 from sdi.metrics import classification_metrics
-from sdi.models import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -210,29 +218,32 @@ def build_model(num_classes: int) -> nn.Module:
     return torchvision.models.resnet50(weights=None, num_classes=num_classes)
 
 
-def setup_distributed(model: nn.Module) -> nn.Module:
+def setup_distributed(model: nn.Module, device: torch.device) -> nn.Module:
     """The one hook for multi-GPU training (the paper trains with SyncBatchNorm on several GPUs).
 
-    Single process (the only mode implemented): the model is returned unchanged. Under an
-    initialised ``torch.distributed`` process group, BatchNorm becomes SyncBatchNorm here; what
-    is still missing for DDP is named in the error: wrapping in DistributedDataParallel,
-    DistributedSampler for the train/val loaders (with ``set_epoch``), reducing the metrics
-    across ranks, and writing files from rank 0 only.
+    Single process: the model moved to ``device``. Under a process group of several ranks:
+    BatchNorm -> SyncBatchNorm, moved to ``device`` and wrapped in DistributedDataParallel
+    (which starts every rank from rank 0's weights). The bare model is ``model.module``.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return model
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    raise RuntimeError("sdi.classifier: multi-process (DDP) training is not supported yet; "
-                       "run the classifier as a single process (one GPU or CPU)")
+    if not distributed.is_distributed():
+        return model.to(device)
+    model = distributed.convert_sync_batchnorm(model, device).to(device)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _bare(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 # --------------------------------------------------------------------------- train / evaluate
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device, desc: str, amp: bool = False) -> tuple[float, float]:
-    """One pass over ``loader``; returns (mean loss, top-1 % on the augmented training batches)."""
+                    device: torch.device, desc: str, amp: bool = False) -> tuple[float, float, int]:
+    """One pass over ``loader``; returns (mean loss, top-1 % on the augmented training batches,
+    images seen), each over all processes under DDP."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2):
+    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2,
+                               disable=not distributed.is_main_process()):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(images)
@@ -243,7 +254,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, 
         total_loss += loss.item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
-    return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1)
+    if distributed.is_distributed():
+        logger.info("%s: %d images on this process", desc, seen)
+        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
+        correct, seen = int(correct), int(seen)
+    return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1), seen
 
 
 @torch.inference_mode()
@@ -261,6 +276,27 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
         y_pred.append(logits.argmax(1).cpu())
     y_true, y_pred = torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
     return total_loss / len(y_true), y_true, y_pred
+
+
+def evaluate_all(model: nn.Module, dataset: Dataset, criterion: nn.Module, device: torch.device, desc: str,
+                 amp: bool = False, **loader_kw) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`evaluate` on the whole ``dataset``; under DDP each process takes every W-th image
+    (no padding, so nothing is counted twice) and the predictions are gathered in dataset order.
+    ``model`` is the bare model (DDP's forward would sync buffers on unequal shards)."""
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1:
+        return evaluate(model, DataLoader(dataset, shuffle=False, **loader_kw), criterion, device, desc, amp)
+    part = Subset(dataset, range(rank, len(dataset), world))
+    mine = (0.0, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(part):
+        loss, y_true, y_pred = evaluate(model, DataLoader(part, shuffle=False, **loader_kw), criterion, device,
+                                        desc, amp)
+        mine = (loss * len(y_true), y_true, y_pred)
+    parts = distributed.all_gather_object(mine)
+    y_true, y_pred = np.zeros(len(dataset), np.int64), np.zeros(len(dataset), np.int64)
+    for r, (_, t, p) in enumerate(parts):
+        y_true[r::world], y_pred[r::world] = t, p
+    return sum(part[0] for part in parts) / len(dataset), y_true, y_pred
 
 
 # --------------------------------------------------------------------------- files
@@ -308,7 +344,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                      batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
                      resize: int = 256, crop: int = 224, augment: str = "none", seed: int = 0,
                      device: str = "auto", num_workers: int = 2, synthetic: pd.DataFrame | None = None,
-                     amp: bool = False, stop_after_epoch: int | None = None) -> dict | None:
+                     amp: bool = False, stop_after_epoch: int | None = None,
+                     processes: int | None = None) -> dict | None:
     """Train ResNet50 from scratch, choose the epoch on validation, evaluate test once.
 
     Args:
@@ -326,10 +363,25 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
         amp: bf16 autocast on CUDA (ignored on CPU); off by default (the reference trains in fp32).
         stop_after_epoch: stop cleanly after this epoch (e.g. to fit a time-limited job) and
             return None; the next call with the same arguments resumes from last.pt.
+        processes: training processes (DDP); None = one per visible GPU (1 on the CPU), see
+            :func:`sdi.distributed.world_size_for`. ``batch_size`` is split between them.
 
     Returns:
         The content of metrics.json (see the module docstring), or None when stopped early.
     """
+    options = {k: v for k, v in locals().items() if k != "processes"}  # the arguments above, as passed
+    world = distributed.world_size_for(device, processes, key="classifier.processes")
+    if world > 1:
+        return distributed.launch(_train_classifier, options, world, device=device)
+    return _train_classifier(**options)
+
+
+def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
+                      num_classes: int, class_names: list[str] | None, epochs: int, batch_size: int, lr: float,
+                      momentum: float, weight_decay: float, resize: int, crop: int, augment: str, seed: int,
+                      device: str, num_workers: int, synthetic: pd.DataFrame | None, amp: bool,
+                      stop_after_epoch: int | None) -> dict | None:
+    """The body of :func:`train_classifier`, in one process or in each rank of a process group."""
     t_start = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -341,7 +393,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     synthetic = _check_manifest(synthetic, "synthetic", num_classes, allow_empty=True)
     val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
     train_all = pd.concat([real, synthetic], ignore_index=True)
-    device = resolve_device(device)
+    device = distributed.local_device(device)
+    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
     amp = bool(amp and device.type == "cuda")
     params = {"num_classes": num_classes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
               "weight_decay": weight_decay, "resize": resize, "crop": crop, "augment": augment, "seed": seed,
@@ -356,18 +409,37 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     train_tf = build_transforms(resize, crop, augment, train=True)
     eval_tf = build_transforms(resize, crop, "none", train=False)
     generator = torch.Generator()
-    loader_kw = {"batch_size": batch_size, "num_workers": num_workers, "pin_memory": device.type == "cuda",
+    rank_batch = max(1, batch_size // world)  # batch_size is the global batch
+    if main and rank_batch * world != batch_size:
+        logger.warning("classifier batch_size %d is not a multiple of %d processes; the global batch is %d",
+                       batch_size, world, rank_batch * world)
+    loader_kw = {"batch_size": rank_batch, "num_workers": num_workers, "pin_memory": device.type == "cuda",
                  "worker_init_fn": _seed_worker}
-    # A last batch of one image breaks BatchNorm on small inputs (1x1 feature maps); drop only that case.
-    train_loader = DataLoader(ManifestDataset(train_all, train_tf), shuffle=True, generator=generator,
-                              drop_last=len(train_all) % batch_size == 1 < len(train_all), **loader_kw)
+    train_set = ManifestDataset(train_all, train_tf)
+    if world == 1:
+        # A last batch of one image breaks BatchNorm on small inputs (1x1 feature maps); drop only that case.
+        train_loader = DataLoader(train_set, shuffle=True, generator=generator,
+                                  drop_last=len(train_all) % batch_size == 1 < len(train_all), **loader_kw)
+    else:  # equal shards (padded by repeating images); SyncBatchNorm sees the whole global batch
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        train_loader = DataLoader(train_set, sampler=sampler, generator=generator, **loader_kw)
     # Evaluation draws no random numbers, but a DataLoader iterator takes a seed from its generator
     # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
     eval_kw = {**loader_kw, "generator": torch.Generator().manual_seed(seed)}
-    val_loader = DataLoader(ManifestDataset(val, eval_tf), shuffle=False, **eval_kw)
+    val_set = ManifestDataset(val, eval_tf)
 
     # --- model, optimizer, scheduler
-    model = setup_distributed(build_model(num_classes).to(device))
+    model = setup_distributed(build_model(num_classes), device)
+    bare = _bare(model)
+    if main and world > 1:
+        sync = [type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)]
+        logger.info("%s over %d processes, %d %s layers", type(model).__name__, world, len(sync),
+                    ", ".join(sorted(set(sync))))
+    if world > 1:  # same initial weights (DDP broadcasts rank 0's), different augmentation streams
+        rank_seed = int(np.random.SeedSequence([seed, rank, 1]).generate_state(1)[0])
+        random.seed(rank_seed)
+        np.random.seed(rank_seed)
+        torch.manual_seed(rank_seed)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
@@ -376,71 +448,91 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     fingerprint = _fingerprint(params, train_all, val)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     start_epoch, best_epoch, best_val, history, elapsed_before = 1, 0, -1.0, [], 0.0
-    (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
+    if main:
+        (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
     if last_path.exists():
         # Our own file (written below), so a full unpickle is safe; it holds numpy/python RNG states.
         # map to CPU: torch.set_rng_state needs CPU tensors; load_state_dict moves the rest to the model's device.
         ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
         if ckpt.get("fingerprint") != fingerprint:
-            logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 "
-                           "and overwriting it", last_path)
+            if main:
+                logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 "
+                               "and overwriting it", last_path)
         else:
-            model.load_state_dict(ckpt["model"])
+            bare.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             start_epoch, best_epoch, best_val = ckpt["epoch"] + 1, ckpt["best_epoch"], ckpt["best_val_top1"]
             history, elapsed_before = ckpt["history"], ckpt["wall_time_s"]
-            _set_rng_states(ckpt["rng"])
+            if ckpt.get("world_size", 1) == world:  # each process continues its own random streams
+                _set_rng_states(ckpt["rng_per_rank"][rank] if world > 1 else ckpt["rng"])
+            elif main:
+                logger.warning("%s was written by %d process(es), this run has %d: resuming the weights, "
+                               "optimizer and schedule, with fresh random streams", last_path,
+                               ckpt.get("world_size", 1), world)
             # Killed between writing last.pt and best.pt: last.pt's weights are the best ones.
-            if best_epoch == ckpt["epoch"] and (not best_path.exists()
-                                                or torch.load(best_path, map_location="cpu")["epoch"] != best_epoch):
+            if main and best_epoch == ckpt["epoch"] and (
+                    not best_path.exists() or torch.load(best_path, map_location="cpu")["epoch"] != best_epoch):
                 _save_best(best_path, ckpt["model"], best_epoch, best_val, meta)
-            _write_log(out_dir / "log.csv", history)  # killed before log.csv was updated: catch up
-            logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)",
-                        last_path, ckpt["epoch"], best_epoch, best_val)
+            if main:
+                _write_log(out_dir / "log.csv", history)  # killed before log.csv was updated: catch up
+                logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)",
+                            last_path, ckpt["epoch"], best_epoch, best_val)
             del ckpt
 
-    logger.info("training ResNet50 from scratch on %s: %d real + %d synthetic train, %d val, %d test images, "
-                "%d classes, epochs %d-%d, augment=%s", device, len(real), len(synthetic), len(val), len(test),
-                num_classes, start_epoch, epochs, augment)
+    if main:
+        logger.info("training ResNet50 from scratch on %s x %d process(es): %d real + %d synthetic train, %d val, "
+                    "%d test images, %d classes, epochs %d-%d, augment=%s", device.type, world, len(real),
+                    len(synthetic), len(val), len(test), num_classes, start_epoch, epochs, augment)
+    seen = 0
     for epoch in range(start_epoch, epochs + 1):
-        generator.manual_seed(_epoch_seed(seed, epoch))
+        generator.manual_seed(_epoch_seed(seed, epoch) ^ rank)
+        if world > 1:
+            train_loader.sampler.set_epoch(epoch)
         epoch_lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_top1 = train_one_epoch(model, train_loader, criterion, optimizer, device,
-                                                 f"epoch {epoch}/{epochs} train", amp)
+        train_loss, train_top1, seen = train_one_epoch(model, train_loader, criterion, optimizer, device,
+                                                       f"epoch {epoch}/{epochs} train", amp)
         scheduler.step()
-        val_loss, y_true, y_pred = evaluate(model, val_loader, criterion, device, f"epoch {epoch}/{epochs} val", amp)
+        val_loss, y_true, y_pred = evaluate_all(bare, val_set, criterion, device, f"epoch {epoch}/{epochs} val",
+                                                amp, **eval_kw)
         val_metrics = classification_metrics(y_true, y_pred, num_classes)
         history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
                         "val_loss": val_loss, "val_top1": val_metrics["top1"], "val_balanced": val_metrics["balanced"]})
         if val_metrics["top1"] > best_val:  # strict: ties keep the earlier epoch
             best_epoch, best_val = epoch, val_metrics["top1"]
-        logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% balanced %.2f%%"
-                    " | best epoch %d", epoch, epochs, epoch_lr, train_loss, train_top1, val_loss,
-                    val_metrics["top1"], val_metrics["balanced"], best_epoch)
-
-        # last.pt first, then best.pt: if killed in between, resuming rewrites best.pt from last.pt.
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch, "best_epoch": best_epoch,
-                 "best_val_top1": best_val, "history": history, "rng": _rng_states(), "fingerprint": fingerprint,
-                 "params": params, "wall_time_s": elapsed_before + time.time() - t_start}
-        _atomic(last_path, lambda tmp, state=state: torch.save(state, tmp))
-        if best_epoch == epoch:
-            _save_best(best_path, state["model"], epoch, best_val, meta)
-        _write_log(out_dir / "log.csv", history)
+        rng = distributed.all_gather_object(_rng_states())  # collective: every rank takes part
+        if main:
+            logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% "
+                        "balanced %.2f%% | best epoch %d", epoch, epochs, epoch_lr, train_loss, train_top1, val_loss,
+                        val_metrics["top1"], val_metrics["balanced"], best_epoch)
+            # last.pt first, then best.pt: if killed in between, resuming rewrites best.pt from last.pt.
+            state = {"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_epoch": best_epoch,
+                     "best_val_top1": best_val, "history": history, "rng": rng[0], "fingerprint": fingerprint,
+                     "params": params, "wall_time_s": elapsed_before + time.time() - t_start, "world_size": world}
+            if world > 1:
+                state["rng_per_rank"] = rng
+            _atomic(last_path, lambda tmp, state=state: torch.save(state, tmp))
+            if best_epoch == epoch:
+                _save_best(best_path, state["model"], epoch, best_val, meta)
+            _write_log(out_dir / "log.csv", history)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < epochs:
-            logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, last_path)
+            if main:
+                logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, last_path)
+            distributed.barrier()
             return None
+    distributed.barrier()  # best.pt is written
 
     # --- test, once, with the epoch chosen on validation
-    model.load_state_dict(torch.load(best_path, map_location=device)["model"])
-    test_loader = DataLoader(ManifestDataset(test, eval_tf), shuffle=False, **eval_kw)
-    _, y_true, y_pred = evaluate(model, test_loader, criterion, device, "test", amp)
+    bare.load_state_dict(torch.load(best_path, map_location=device)["model"])
+    _, y_true, y_pred = evaluate_all(bare, ManifestDataset(test, eval_tf), criterion, device, "test", amp, **eval_kw)
     metrics = classification_metrics(y_true, y_pred, num_classes, class_names)
     metrics.update({"split": "test", "best_epoch": best_epoch, "best_val_top1": best_val,
                     "n_train_real": len(real), "n_train_synthetic": len(synthetic), "n_val": len(val),
                     "epochs": epochs, "wall_time_s": round(elapsed_before + time.time() - t_start, 3),
-                    "device": str(device), "params": params})
+                    "device": str(device), "processes": world, "train_images_per_epoch": seen, "params": params})
+    if not main:
+        return metrics
     _atomic(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     logger.info("test top-1 %.2f%%, balanced %.2f%% (best val epoch %d of %d) -> %s", metrics["top1"],
                 metrics["balanced"], best_epoch, epochs, out_dir / "metrics.json")

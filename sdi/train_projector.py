@@ -9,7 +9,9 @@ One readable loop in the style of torchvision's reference ``train.py``:
   hidden states with the ``class</w>`` row replaced by ``projector(clip_embeds)``, the
   CLIP embedding being zeroed with probability ``drop_prob`` per sample;
 - frozen: VAE, UNet, text encoder, CLIP; trained: the projector only (AdamW);
-- ``accelerate`` handles device placement and mixed precision (multi-GPU is a launcher change);
+- ``accelerate`` handles device placement, mixed precision and data parallelism: with several
+  visible GPUs (or ``processes`` > 1) :mod:`sdi.distributed` starts one process per GPU, each
+  with its own noise stream and its share of every epoch's batches; rank 0 writes the files;
 - checkpoints ``out_dir/checkpoint-epoch{N}/`` (projector + ``training_state.pt`` + the loss
   rows so far) are written atomically; a restart resumes from the newest one. The random
   streams of an epoch are derived from (seed, epoch, process), so a resumed run draws
@@ -35,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm import tqdm
 
+from sdi import distributed
 from sdi.conditioning import prompt_hidden_states, replace_placeholder
 from sdi.datasets import load_rgb
 from sdi.embeddings import clip_image_embeddings
@@ -227,7 +230,7 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
                     weight_decay: float = 0.01, drop_prob: float = 0.05, image_size: int | None = None,
                     hidden_dim: int = 1024, mixed_precision: str = "no", checkpoint_every: int = 10, seed: int = 0,
                     device: str = "auto", loss_csv: str | Path | None = None, projector_dir: str | Path | None = None,
-                    num_workers: int = 0) -> TrainResult:
+                    num_workers: int = 0, processes: int | None = None) -> TrainResult:
     """Train a :class:`SemanticProjector` on the manifest's images; resume from out_dir if it has checkpoints.
 
     Args:
@@ -243,7 +246,22 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
         loss_csv: per-step losses (epoch, step, loss, lr); default ``out_dir/loss.csv``.
         projector_dir: where the final projector goes; default ``out_dir/projector``.
         num_workers: DataLoader worker processes for image decoding.
+        processes: training processes (data parallel); None = one per visible GPU (1 on the
+            CPU), see :func:`sdi.distributed.world_size_for`.
     """
+    options = {k: v for k, v in locals().items() if k != "processes"}  # the arguments above, as passed
+    world = distributed.world_size_for(device, processes, key="projector.processes")
+    if world > 1:
+        return distributed.launch(_train_projector, options, world, device=device)
+    return _train_projector(**options)
+
+
+def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str | Path, out_dir: str | Path, *,
+                     vae_path: str | Path | None, epochs: int, batch_size: int, lr: float, weight_decay: float,
+                     drop_prob: float, image_size: int | None, hidden_dim: int, mixed_precision: str,
+                     checkpoint_every: int, seed: int, device: str, loss_csv: str | Path | None,
+                     projector_dir: str | Path | None, num_workers: int) -> TrainResult:
+    """The body of :func:`train_projector`, in one process or in each of several (accelerate)."""
     from accelerate import Accelerator
 
     if mixed_precision not in MIXED_PRECISION:
@@ -276,7 +294,8 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
             detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise ValueError(f"{checkpoint}: was trained with other settings ({detail}); use another out_dir "
                              f"or delete {out_dir} to start over")
-        logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state["epoch"], state["global_step"])
+        if main:
+            logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state["epoch"], state["global_step"])
     final = Path(projector_dir) if projector_dir else out_dir / "projector"
     if main:  # temp folders left by a killed run
         stale = [*out_dir.glob(".tmp-*"), *out_dir.glob(".old-*"),
@@ -321,9 +340,10 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
         write_loss_csv(loss_rows, loss_csv)
 
     steps_per_epoch = len(loader)
-    logger.info("training the projector: %d images, %d epochs x %d steps, batch %d x %d process(es), "
-                "image size %d, mixed precision %s, device %s", len(paths), epochs, steps_per_epoch, batch_size,
-                accelerator.num_processes, image_size, mixed_precision, accelerator.device)
+    if main:
+        logger.info("training the projector: %d images, %d epochs x %d steps, batch %d x %d process(es), "
+                    "image size %d, mixed precision %s, device %s", len(paths), epochs, steps_per_epoch, batch_size,
+                    accelerator.num_processes, image_size, mixed_precision, accelerator.device)
     progress = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="projector",
                     unit="step", disable=not main, mininterval=2)
     for epoch in range(start_epoch + 1, epochs + 1):
@@ -331,8 +351,9 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
         data_generator.manual_seed(epoch_seed(seed, epoch))
         noise_generator.manual_seed(epoch_seed(seed, epoch, 1 + accelerator.process_index))
         projector.train()
-        epoch_losses = []
+        epoch_losses, seen = [], 0
         for batch in loader:
+            seen += len(batch["pixels"])
             with accelerator.autocast():
                 loss = projector_loss(projector, frozen, batch["pixels"], batch["clip_embeds"],
                                       drop_prob=drop_prob, generator=noise_generator)
@@ -346,8 +367,10 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
                               "lr": optimizer.param_groups[0]["lr"]})
             progress.update(1)
             progress.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-        logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, float(np.mean(epoch_losses)))
+        if accelerator.num_processes > 1:
+            logger.info("epoch %d/%d: %d images on this process", epoch, epochs, seen)
         if main:
+            logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, float(np.mean(epoch_losses)))
             write_loss_csv(loss_rows, loss_csv)
             if epoch % checkpoint_every == 0 or epoch == epochs:
                 rng = {"torch": torch.get_rng_state(),

@@ -13,7 +13,7 @@ import pandas as pd
 from sdi.embeddings import extract_embeddings, write_embeddings
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     table = extract_embeddings(pd.read_parquet(Path(inp.split) / "train.parquet"), inp.projector, p.models["clip"],
                                batch_size=p.batch_size, device=p.device,

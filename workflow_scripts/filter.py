@@ -3,7 +3,7 @@ import pandas as pd
 from sdi.filtering import filter_generated
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
     p, out_dir = snakemake.params, snakemake.output[0]  # noqa: F821
     manifest = pd.concat([pd.read_parquet(f) for f in snakemake.input.shards], ignore_index=True)  # noqa: F821
     scored = filter_generated(manifest, p.models["clip"], p.keep_ratio, out_dir, batch_size=p.batch_size,

@@ -2,7 +2,7 @@ from sdi.generation import generate_shard, write_manifest
 from sdi.sampling import read_samples
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
     p = snakemake.params  # noqa: F821
     samples = read_samples(snakemake.input.samples, shard=p.shard)  # noqa: F821
     log.info("shard %d: %d samples, mode %s, images under %s/images", p.shard, len(samples), p.mode, p.out_dir)

@@ -16,9 +16,9 @@ from sdi.train_projector import train_projector
 from sdi.workflow import logged
 
 SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "drop_prob", "image_size", "hidden_dim",
-            "mixed_precision", "checkpoint_every", "seed")
+            "mixed_precision", "checkpoint_every", "seed", "processes")
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     settings = {k: v for k, v in p.settings.items() if k in SETTINGS}
     result = train_projector(
