@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
@@ -16,6 +19,7 @@ include: "rules/sampling.smk"
 include: "rules/generation.smk"
 include: "rules/filtering.smk"
 include: "rules/classifier.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -1,4 +1,5 @@
 # Downstream classifier (METHOD section 7): ResNet50 from scratch on real (+ kept synthetic).
+# One job per dataset x method x seed of config.experiments (see sdi/summary.py).
 
 
 rule train_classifier:
@@ -6,16 +7,25 @@ rule train_classifier:
         unpack(classifier_synthetic),
         split="results/{dataset}/split",
     output:
-        metrics="results/{dataset}/classifier/{run}/metrics.json",
-        log_csv="results/{dataset}/classifier/{run}/log.csv",
+        metrics="results/{dataset}/classifier/{method}/seed{seed}/metrics.json",
+        log_csv="results/{dataset}/classifier/{method}/seed{seed}/log.csv",
+        run_config="results/{dataset}/classifier/{method}/seed{seed}/config.yaml",
     log:
-        "logs/{dataset}/classifier_{run}.log",
+        "logs/{dataset}/classifier/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/{dataset}/classifier/{method}/seed{seed}.tsv"
     conda:
         "../envs/sdi.yaml"
-    threads: 2
+    threads: job_threads("train_classifier")
+    resources:
+        **job_placement("train_classifier"),
+        mem_mb=job_mem_mb("train_classifier"),
+        runtime=job_runtime("train_classifier"),
+        gpu=job_gpus("train_classifier"),
     params:
-        out_dir="results/{dataset}/classifier/{run}",
-        settings={k: v for k, v in config["classifier"].items() if k != "runs"},
+        out_dir="results/{dataset}/classifier/{method}/seed{seed}",
+        settings=classifier_settings,
+        snapshot=run_config_snapshot,
         device=config["device"],
     script:
         "../workflow_scripts/train_classifier.py"

@@ -12,12 +12,17 @@ from sdi.config import (
     validate_config,
     variant_settings,
 )
+from sdi.summary import experiment_errors, methods, run_snapshot
 
 try:
     validate_config(config, workflow.source_path("../config/schema.yaml"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, "../config/schema.yaml")  # fills in schema defaults
+if experiment_errors(config):
+    raise WorkflowError(
+        "invalid configuration:\n  " + "\n  ".join(experiment_errors(config))
+    )
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
@@ -26,6 +31,8 @@ MODELS = model_paths(config)
 VARIANTS = list(config["variants"])
 DEFAULT_VARIANT = config["default_variant"]
 SHARDS = list(range(config["generation"]["shards"]))
+METHODS = methods(config)
+SEEDS = config["experiments"]["seeds"]
 
 
 def _alternation(names):
@@ -37,7 +44,8 @@ wildcard_constraints:
     variant=_alternation(VARIANTS),
     other_variant=_alternation(v for v in VARIANTS if v != DEFAULT_VARIANT),
     sampler=_alternation(config["samplers"]),
-    run=_alternation(["real", *VARIANTS]),
+    method=_alternation(METHODS),
+    seed=r"\d+",
     shard=r"\d+",
 
 
@@ -106,9 +114,92 @@ def shard_manifests(wildcards):
 
 
 def classifier_synthetic(wildcards):
-    if wildcards.run == "real":
+    """Runs of a method with a variant train on real + its kept images; others on real only."""
+    v = METHODS[wildcards.method]["variant"]
+    return {} if v is None else {"filtered": filtered_dir(wildcards.dataset, v)}
+
+
+def classifier_settings(wildcards):
+    """config.classifier with the method's augmentation and the run's seed."""
+    return {
+        **config["classifier"],
+        "augment": METHODS[wildcards.method]["augment"],
+        "seed": int(wildcards.seed),
+    }
+
+
+def run_config_snapshot(wildcards):
+    v = METHODS[wildcards.method]["variant"]
+    settings = None if v is None else variant_settings(config, v)
+    return run_snapshot(
+        config, wildcards.dataset, wildcards.method, int(wildcards.seed), settings
+    )
+
+
+def classifier_runs(dataset):
+    """[(method, seed, run folder)] of a dataset, in config order."""
+    return [
+        (m, s, f"results/{dataset}/classifier/{m}/seed{s}")
+        for m in METHODS
+        for s in SEEDS
+    ]
+
+
+def stage_benchmarks(dataset, method):
+    """Benchmark files of the upstream stages a method needs, named after their logs
+    (logs/X.log -> benchmarks/X.tsv); the summary counts those that exist."""
+    v = METHODS[method]["variant"]
+    if v is None:
+        return []
+    files = [f"benchmarks/{dataset}/split.tsv"]
+    if variant_settings(config, v)["mode"] == "sei":
+        files += [
+            f"benchmarks/{dataset}/train_projector.tsv",
+            f"benchmarks/{dataset}/embeddings.tsv",
+        ]
+    files.append(f"benchmarks/{dataset}/sample_{sampler_of(v)}.tsv")
+    files += [f"benchmarks/{dataset}/{v}/generate_{i}.tsv" for i in SHARDS]
+    files.append(
+        f"benchmarks/{dataset}/filter.tsv"
+        if v == DEFAULT_VARIANT
+        else f"benchmarks/{dataset}/{v}/filter.tsv"
+    )
+    return files
+
+
+def diagnostics_samples(wildcards):
+    """SEI variants: their sampler's vectors; the text baseline has none."""
+    settings = variant_settings(config, wildcards.variant)
+    if settings["mode"] != "sei":
         return {}
-    return {"filtered": filtered_dir(wildcards.dataset, wildcards.run)}
+    return {
+        "samples": f"results/{wildcards.dataset}/samples/{settings['sampler']}.parquet"
+    }
+
+
+def summary_runs():
+    """Every classifier run of the enabled datasets: {dataset, method, seed, metrics}."""
+    return [
+        {"dataset": d, "method": m, "seed": s, "metrics": f"{r}/metrics.json"}
+        for d in enabled_datasets(config)
+        for m, s, r in classifier_runs(d)
+    ]
+
+
+def summary_metrics(wildcards):
+    return [r["metrics"] for r in summary_runs()]
+
+
+def report_targets(dataset):
+    """Per-dataset report figures and diagnostics."""
+    targets = [f"results/{dataset}/report/training_curves.png"]
+    for v in VARIANTS:
+        targets += [
+            f"results/{dataset}/report/{v}/{name}.png"
+            for name in ("grid", "scores", "counts")
+        ]
+        targets.append(f"results/{dataset}/diagnostics/{v}/summary.json")
+    return targets
 
 
 def all_targets():
@@ -116,8 +207,46 @@ def all_targets():
     for d in enabled_datasets(config):
         targets.append(f"results/{d}/split")
         targets += [filtered_dir(d, v) for v in VARIANTS]
-        targets += [
-            f"results/{d}/classifier/{run}/metrics.json"
-            for run in config["classifier"]["runs"]
-        ]
+        targets += [f"{r}/metrics.json" for _, _, r in classifier_runs(d)]
+        targets += report_targets(d)
+    if enabled_datasets(config):
+        targets += [f"results/summary.{ext}" for ext in ("csv", "md", "html", "png")]
     return targets
+
+
+# --- Job resources: config.resources (what a job needs) and config.cluster (where it runs).
+# Local runs use threads and the gpu resource; the SLURM profile turns all of them into
+# sbatch options (profiles/slurm/, README "Run on a cluster").
+
+
+def job_threads(rule_name):
+    return config["resources"][rule_name]["cpus"]
+
+
+def job_mem_mb(rule_name):
+    """config.resources.<rule>.mem_mb on the first attempt, n times it on attempt n (--retries)."""
+    base = config["resources"][rule_name]["mem_mb"]
+    return lambda wildcards, attempt: base * attempt
+
+
+def job_runtime(rule_name):
+    return config["resources"][rule_name]["runtime"]
+
+
+def job_gpus(rule_name):
+    return config["resources"][rule_name]["gpus"]
+
+
+def job_placement(rule_name):
+    """SLURM placement from config.cluster (account, partition, qos and, for jobs with
+    GPUs, GPU model and constraint); unset keys are left out of the sbatch call."""
+    cluster = config["cluster"]
+    gpu = config["resources"][rule_name].get("gpus", 0) > 0
+    placement = {
+        "slurm_account": cluster["account"],
+        "slurm_partition": (gpu and cluster["gpu_partition"]) or cluster["partition"],
+        "qos": cluster["qos"],
+        "gpu_model": cluster["gpu_model"] if gpu else None,
+        "constraint": cluster["gpu_constraint"] if gpu else None,
+    }
+    return {k: v for k, v in placement.items() if v is not None}

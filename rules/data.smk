@@ -12,15 +12,21 @@ rule demo_dataset:
         images=directory("{root}/images"),
     log:
         "logs/demo_dataset/{root}.log",
+    benchmark:
+        "benchmarks/demo_dataset/{root}.tsv"
     wildcard_constraints:
-        root="|".join(
-            re.escape(e["root"])
+        root=_alternation(
+            e["root"]
             for e in config["datasets"].values()
-            if e.get("builtin") == "sklearn_digits"
-        )
-        or "(?!x)x",
+            if e.get("builtin") == "sklearn_digits" and e.get("root")
+        ),
     conda:
         "../envs/sdi.yaml"
+    threads: job_threads("demo_dataset")
+    resources:
+        **job_placement("demo_dataset"),
+        mem_mb=job_mem_mb("demo_dataset"),
+        runtime=job_runtime("demo_dataset"),
     params:
         options=config["demo_data"],
     script:
@@ -34,9 +40,15 @@ rule split:
         directory("results/{dataset}/split"),
     log:
         "logs/{dataset}/split.log",
+    benchmark:
+        "benchmarks/{dataset}/split.tsv"
     conda:
         "../envs/sdi.yaml"
-    threads: 4
+    threads: job_threads("split")
+    resources:
+        **job_placement("split"),
+        mem_mb=job_mem_mb("split"),
+        runtime=job_runtime("split"),
     params:
         format=lambda w: dataset_entry(w)["format"],
         root=lambda w: dataset_entry(w)["root"],

@@ -9,9 +9,16 @@ rule filter_default:
         directory("results/{dataset}/filtered"),
     log:
         "logs/{dataset}/filter.log",
+    benchmark:
+        "benchmarks/{dataset}/filter.tsv"
     conda:
         "../envs/sdi.yaml"
-    threads: 2
+    threads: job_threads("filter")
+    resources:
+        **job_placement("filter"),
+        mem_mb=job_mem_mb("filter"),
+        runtime=job_runtime("filter"),
+        gpu=job_gpus("filter"),
     params:
         models=MODELS,
         keep_ratio=lambda w: variant_settings(config, DEFAULT_VARIANT)["keep_ratio"],
@@ -30,6 +37,8 @@ use rule filter_default as filter with:
         directory("results/{dataset}/sei/{other_variant}/filtered"),
     log:
         "logs/{dataset}/{other_variant}/filter.log",
+    benchmark:
+        "benchmarks/{dataset}/{other_variant}/filter.tsv"
     params:
         models=MODELS,
         keep_ratio=lambda w: variant_settings(config, w.other_variant)["keep_ratio"],

@@ -9,9 +9,16 @@ rule generate:
         "results/{dataset}/sei/{variant}/shards/{shard}.parquet",
     log:
         "logs/{dataset}/{variant}/generate_{shard}.log",
+    benchmark:
+        "benchmarks/{dataset}/{variant}/generate_{shard}.tsv"
     conda:
         "../envs/sdi.yaml"
-    threads: 2
+    threads: job_threads("generate")
+    resources:
+        **job_placement("generate"),
+        mem_mb=job_mem_mb("generate"),
+        runtime=job_runtime("generate"),
+        gpu=job_gpus("generate"),
     params:
         models=MODELS,
         # Images go to <out_dir>/images/: a per-image resumable cache (each PNG carries

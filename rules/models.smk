@@ -7,8 +7,15 @@ rule tiny_models:
         clip=directory(TINY_MODELS["clip"]),
     log:
         "logs/models/tiny_models.log",
+    benchmark:
+        "benchmarks/models/tiny_models.tsv"
     conda:
         "../envs/sdi.yaml"
+    threads: job_threads("tiny_models")
+    resources:
+        **job_placement("tiny_models"),
+        mem_mb=job_mem_mb("tiny_models"),
+        runtime=job_runtime("tiny_models"),
     params:
         seed=0,
     script:

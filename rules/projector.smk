@@ -10,9 +10,16 @@ rule train_projector:
         loss="results/{dataset}/projector/loss.csv",
     log:
         "logs/{dataset}/train_projector.log",
+    benchmark:
+        "benchmarks/{dataset}/train_projector.tsv"
     conda:
         "../envs/sdi.yaml"
-    threads: 2
+    threads: job_threads("train_projector")
+    resources:
+        **job_placement("train_projector"),
+        mem_mb=job_mem_mb("train_projector"),
+        runtime=job_runtime("train_projector"),
+        gpu=job_gpus("train_projector"),
     params:
         models=MODELS,
         # Checkpoints live beside the outputs but are not outputs, so a killed or
@@ -33,9 +40,16 @@ rule embeddings:
         "results/{dataset}/embeddings.parquet",
     log:
         "logs/{dataset}/embeddings.log",
+    benchmark:
+        "benchmarks/{dataset}/embeddings.tsv"
     conda:
         "../envs/sdi.yaml"
-    threads: 2
+    threads: job_threads("embeddings")
+    resources:
+        **job_placement("embeddings"),
+        mem_mb=job_mem_mb("embeddings"),
+        runtime=job_runtime("embeddings"),
+        gpu=job_gpus("embeddings"),
     params:
         models=MODELS,
         batch_size=config["embeddings"]["batch_size"],

@@ -9,8 +9,15 @@ rule sample:
         "results/{dataset}/samples/{sampler}.parquet",
     log:
         "logs/{dataset}/sample_{sampler}.log",
+    benchmark:
+        "benchmarks/{dataset}/sample_{sampler}.tsv"
     conda:
         "../envs/sdi.yaml"
+    threads: job_threads("sample")
+    resources:
+        **job_placement("sample"),
+        mem_mb=job_mem_mb("sample"),
+        runtime=job_runtime("sample"),
     params:
         sampler=lambda w: config["samplers"][w.sampler],
         shards=config["generation"]["shards"],

@@ -58,7 +58,7 @@ def digits_split(tmp_path_factory) -> dict:
     return make_split(read_cub(root), val_fraction=0.34, seed=0)
 
 
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config", "envs", "profiles")
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config", "envs", "profiles", "report")
 
 
 def copy_workflow(dest: Path) -> Path:

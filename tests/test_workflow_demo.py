@@ -1,6 +1,8 @@
-"""The whole demo DAG on a small config: every artifact exists and is well-formed, and a
-changed parameter reruns only what it invalidates (asserted on dry-run job lists)."""
+"""The whole demo DAG on a small config: every artifact exists and is well-formed, the summary
+and the report are built from the experiment matrix, and a changed parameter reruns only what
+it invalidates (asserted on dry-run job lists)."""
 
+import base64
 import json
 import re
 
@@ -16,14 +18,16 @@ SMALL = {
     "projector": {"epochs": 1, "batch_size": 8, "checkpoint_every": 1},
     "samplers": {"gauss": {"method": "gauss", "expansion": 2}, "text": {"method": "text", "expansion": 1}},
     "generation": {"shards": 2, "steps": 3, "batch_size": 8},
-    "classifier": {"runs": ["real", "gauss-g2.0"], "epochs": 1, "batch_size": 16, "resize": 36, "crop": 32,
-                   "num_workers": 0},
+    "classifier": {"epochs": 1, "batch_size": 16, "resize": 36, "crop": 32, "num_workers": 0},
+    "experiments": {"seeds": [0, 1], "methods": {"real": {"label": "Real only"}, "sdi": {"variant": "gauss-g2.0"}}},
 }
+RUNS = [(m, s) for m in ("real", "sdi") for s in (0, 1)]
+REPLACED = ("samplers", "methods")  # config sections that _write_config replaces instead of merging
 
 
 def _deep_update(base: dict, new: dict) -> dict:
     for k, v in new.items():
-        base[k] = _deep_update(base.get(k, {}), v) if isinstance(v, dict) and k != "samplers" else v
+        base[k] = _deep_update(base.get(k, {}), v) if isinstance(v, dict) and k not in REPLACED else v
     return base
 
 
@@ -82,15 +86,68 @@ def test_every_artifact_is_well_formed(demo_run):
         assert (per_class.kept.sum() == (per_class.size() * 0.5).astype(int)).all()
         assert (kept_dir / "counts.csv").exists() and (kept_dir / "grid.png").exists()
 
-    for run in ("real", "gauss-g2.0"):
-        metrics = json.loads((res / "classifier" / run / "metrics.json").read_text())
+    for method, seed in RUNS:
+        run = res / "classifier" / method / f"seed{seed}"
+        metrics = json.loads((run / "metrics.json").read_text())
         assert 0 <= metrics["top1"] <= 100 and 0 <= metrics["balanced"] <= 100
-        assert len(metrics["per_class"]) == 10
-        assert len(pd.read_csv(res / "classifier" / run / "log.csv")) == 1
-    synthetic = json.loads((res / "classifier" / "gauss-g2.0" / "metrics.json").read_text())["n_train_synthetic"]
+        assert len(metrics["per_class"]) == 10 and metrics["params"]["seed"] == seed
+        assert metrics["wall_time_s"] > 0 and metrics["device"] == "cpu"
+        assert len(pd.read_csv(run / "log.csv")) == 1
+        snapshot = yaml.safe_load((run / "config.yaml").read_text())
+        assert (snapshot["method"], snapshot["seed"]) == (method, seed)
+        assert (demo_run / "benchmarks" / "demo" / "classifier" / method / f"seed{seed}.tsv").exists()
+    synthetic = json.loads((res / "classifier" / "sdi" / "seed0" / "metrics.json").read_text())["n_train_synthetic"]
     assert synthetic == len(split["train"])  # half of 2x was kept
-    for log in ("split", "train_projector", "embeddings", "filter", "classifier_real"):
+    for log in ("split", "train_projector", "embeddings", "filter", "classifier/real/seed0"):
         assert (demo_run / "logs" / "demo" / f"{log}.log").exists(), log
+
+    gauss = pd.read_csv(res / "diagnostics" / "gauss-g2.0" / "per_class.csv")
+    assert gauss.groupby("space").size().to_dict() == {"clip_image": 10, "conditioning": 10}
+    for _, space in gauss.groupby("space"):
+        assert space.set_index("label").n_real.to_dict() == n_c.to_dict()
+    text = json.loads((res / "diagnostics" / "text-g2.0" / "summary.json").read_text())
+    text_kept = pd.read_parquet(res / "sei" / "text-g2.0" / "filtered" / "manifest.parquet").kept.sum()
+    assert list(text["spaces"]) == ["clip_image"] and text["n_kept"] == text_kept
+    dup = pd.read_csv(res / "diagnostics" / "gauss-g2.0" / "near_duplicates.csv")
+    assert len(dup) == len(split["train"]) and dup.train_cosine.between(-1, 1).all()
+
+
+def _data_uris(html: str) -> list[tuple[str, bytes]]:
+    """[(filename, bytes)] of the base64 data URIs embedded in a Snakemake HTML report."""
+    uris = re.findall(r"data:[\w/+.-]+;charset=[\w-]+;filename=([^;\"']+);base64,([A-Za-z0-9+/=]+)", html)
+    return [(name, base64.b64decode(data)) for name, data in uris]
+
+
+@pytest.mark.workflow
+def test_summary_and_report(demo_run):
+    res = demo_run / "results"
+    top1 = {(m, s): json.loads((res / "demo" / "classifier" / m / f"seed{s}" / "metrics.json").read_text())["top1"]
+            for m, s in RUNS}
+    table = pd.read_csv(res / "summary.csv").set_index("method")
+    assert list(table.index) == ["real", "sdi"] and list(table.label) == ["Real only", "sdi"]
+    assert {"demo", "demo_std", "average", "average_std", "device_hours"} <= set(table.columns)
+    for m in ("real", "sdi"):
+        values = [top1[m, 0], top1[m, 1]]
+        assert table.loc[m, "demo"] == pytest.approx(sum(values) / 2, abs=1e-3)
+        assert table.loc[m, "demo_std"] == pytest.approx(pd.Series(values).std(), abs=1e-3)
+        assert table.loc[m, "average"] == pytest.approx(table.loc[m, "demo"], abs=1e-3)
+        assert table.loc[m, "device_hours"] > 0
+    md = (res / "summary.md").read_text()
+    assert "| method | demo | average | device-hours |" in md
+    assert "[s1](demo/classifier/sdi/seed1/metrics.json)" in md and md.count("**") >= 4
+
+    run_snakemake(demo_run, "--report", "report.html")
+    html = (demo_run / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and html.rstrip().endswith("</html>")
+    embedded = _data_uris(html)
+    blobs = [data for _, data in embedded]
+    for variant in ("gauss-g2.0", "text-g2.0"):
+        for figure in ("report/{}/grid.png", "report/{}/scores.png", "diagnostics/{}/projection.png"):
+            path = res / "demo" / figure.format(variant)
+            assert path.read_bytes() in blobs, f"{path} missing from report.html"
+    for path in (res / "summary.html", res / "summary.png", res / "demo" / "report" / "training_curves.png"):
+        assert path.read_bytes() in blobs, f"{path} missing from report.html"
+    assert sum(name == "grid.png" for name, _ in embedded) == 2
 
 
 @pytest.mark.workflow
@@ -98,12 +155,14 @@ def test_only_invalidated_steps_rerun(demo_run):
     assert planned_jobs(demo_run) == {}
 
     _write_config(demo_run, filter={"keep_ratio": 0.25})
-    assert planned_jobs(demo_run) == {"filter_default": 1, "filter": 1, "train_classifier": 1, "all": 1}
+    figures = {"diagnostics": 2, "report_filter_figures": 2, "training_curves": 1, "summary": 1}
+    assert planned_jobs(demo_run) == {"filter_default": 1, "filter": 1, "train_classifier": 2, **figures, "all": 1}
 
     _write_config(demo_run, filter={"keep_ratio": 0.5},
                   samplers={"gauss": {"method": "gauss", "expansion": 3}, "text": {"method": "text", "expansion": 1}})
-    assert planned_jobs(demo_run) == {"sample": 1, "generate": 2, "filter_default": 1, "train_classifier": 1,
-                                      "all": 1}
+    assert planned_jobs(demo_run) == {"sample": 1, "generate": 2, "filter_default": 1, "train_classifier": 2,
+                                      "diagnostics": 1, "report_filter_figures": 1, "training_curves": 1,
+                                      "summary": 1, "all": 1}
 
     _write_config(demo_run, samplers=SMALL["samplers"])
     assert planned_jobs(demo_run) == {}

@@ -3,10 +3,12 @@
 input:  split: folder with train.parquet, val.parquet, test.parquet (image_id, path, label, class_name);
         filtered (optional, absent for the real-only run): folder with manifest.parquet (path, label, kept, ...);
         only rows with kept == True are used.
-output: metrics (<out_dir>/metrics.json), log_csv (<out_dir>/log.csv). out_dir also receives best.pt and the
-        resumable last.pt (not declared, so a killed job resumes from last.pt).
+output: metrics (<out_dir>/metrics.json), log_csv (<out_dir>/log.csv), run_config (the run's settings
+        snapshot). out_dir also receives best.pt and the resumable last.pt (not declared, so a killed job resumes
+        from last.pt).
 params: out_dir; settings: train_classifier keywords (epochs, batch_size, lr, momentum, weight_decay, resize,
-        crop, augment, num_workers, seed, amp); device.
+        crop, augment, num_workers, seed, amp), the method's augment and the run's seed filled in;
+        snapshot: every setting the run depends on (sdi.summary.run_snapshot); device.
 """
 
 from pathlib import Path
@@ -15,17 +17,18 @@ import pandas as pd
 import torch
 
 from sdi.classifier import train_classifier
+from sdi.summary import write_run_config
 from sdi.workflow import logged
 
 SETTINGS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "resize", "crop", "augment", "num_workers",
-            "seed", "amp"}
+            "seed", "amp", "processes"}
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     settings = dict(p.settings)
     unknown = sorted(set(settings) - SETTINGS)
     if unknown:
-        raise ValueError(f"config.classifier: unknown key(s) {unknown}; allowed: runs, {', '.join(sorted(SETTINGS))}")
+        raise ValueError(f"config.classifier: unknown key(s) {unknown}; allowed: {', '.join(sorted(SETTINGS))}")
     out_dir = Path(p.out_dir)
     if [Path(out.metrics), Path(out.log_csv)] != [out_dir / "metrics.json", out_dir / "log.csv"]:
         raise ValueError(f"rule train_classifier: outputs must be {out_dir}/metrics.json and {out_dir}/log.csv "
@@ -36,6 +39,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     names = pd.concat(split.values()).drop_duplicates("label").sort_values("label")
     num_classes = int(names.label.max()) + 1
     name_of = dict(zip(names.label, names.class_name, strict=True))
+    write_run_config(p.snapshot, out.run_config)
     synthetic = None
     if inp.get("filtered"):
         path = Path(inp.filtered) / "manifest.parquet"

@@ -1,0 +1,168 @@
+# Experiments and report: distribution diagnostics per variant, report figures, the summary
+# table over datasets x methods x seeds. Figures are marked for `snakemake --report`.
+
+
+rule diagnostics:
+    input:
+        unpack(lambda w: model_input("clip")),
+        unpack(diagnostics_samples),
+        embeddings="results/{dataset}/embeddings.parquet",
+        filtered=lambda w: filtered_dir(w.dataset, w.variant),
+        split="results/{dataset}/split",
+    output:
+        summary="results/{dataset}/diagnostics/{variant}/summary.json",
+        per_class="results/{dataset}/diagnostics/{variant}/per_class.csv",
+        duplicates="results/{dataset}/diagnostics/{variant}/near_duplicates.csv",
+        distances=report(
+            "results/{dataset}/diagnostics/{variant}/distances.png",
+            caption="../report/distances.rst",
+            category="Diagnostics",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "variant": "{variant}",
+                "figure": "distances",
+            },
+        ),
+        projection=report(
+            "results/{dataset}/diagnostics/{variant}/projection.png",
+            caption="../report/projection.rst",
+            category="Diagnostics",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "variant": "{variant}", "figure": "PCA"},
+        ),
+    log:
+        "logs/{dataset}/{variant}/diagnostics.log",
+    benchmark:
+        "benchmarks/{dataset}/{variant}/diagnostics.tsv"
+    conda:
+        "../envs/sdi.yaml"
+    threads: job_threads("diagnostics")
+    resources:
+        **job_placement("diagnostics"),
+        mem_mb=job_mem_mb("diagnostics"),
+        runtime=job_runtime("diagnostics"),
+        gpu=job_gpus("diagnostics"),
+    params:
+        out_dir="results/{dataset}/diagnostics/{variant}",
+        models=MODELS,
+        options=config["diagnostics"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/diagnostics.py"
+
+
+rule report_filter_figures:
+    input:
+        split="results/{dataset}/split",
+        filtered=lambda w: filtered_dir(w.dataset, w.variant),
+    output:
+        grid=report(
+            "results/{dataset}/report/{variant}/grid.png",
+            caption="../report/grid.rst",
+            category="Samples",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "variant": "{variant}", "figure": "grid"},
+        ),
+        scores=report(
+            "results/{dataset}/report/{variant}/scores.png",
+            caption="../report/scores.rst",
+            category="Filter",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "variant": "{variant}",
+                "figure": "scores",
+            },
+        ),
+        counts=report(
+            "results/{dataset}/report/{variant}/counts.png",
+            caption="../report/counts.rst",
+            category="Filter",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "variant": "{variant}",
+                "figure": "counts",
+            },
+        ),
+    log:
+        "logs/{dataset}/{variant}/report_filter_figures.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: job_threads("report_filter_figures")
+    resources:
+        **job_placement("report_filter_figures"),
+        mem_mb=job_mem_mb("report_filter_figures"),
+        runtime=job_runtime("report_filter_figures"),
+    params:
+        grid=config["report"],
+    script:
+        "../workflow_scripts/report_filter_figures.py"
+
+
+rule training_curves:
+    input:
+        logs=lambda w: [f"{r}/log.csv" for _, _, r in classifier_runs(w.dataset)],
+    output:
+        report(
+            "results/{dataset}/report/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "training curves"},
+        ),
+    log:
+        "logs/{dataset}/training_curves.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: job_threads("training_curves")
+    resources:
+        **job_placement("training_curves"),
+        mem_mb=job_mem_mb("training_curves"),
+        runtime=job_runtime("training_curves"),
+    params:
+        labels=lambda w: [
+            f"{METHODS[m]['label']} s{s}" for m, s, _ in classifier_runs(w.dataset)
+        ],
+    script:
+        "../workflow_scripts/training_curves.py"
+
+
+rule summary:
+    input:
+        metrics=summary_metrics,
+    output:
+        csv="results/summary.csv",
+        md="results/summary.md",
+        html=report(
+            "results/summary.html",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"figure": "table"},
+        ),
+        png=report(
+            "results/summary.png",
+            caption="../report/summary_chart.rst",
+            category="Summary",
+            labels={"figure": "bar chart"},
+        ),
+    log:
+        "logs/summary.log",
+    conda:
+        "../envs/sdi.yaml"
+    threads: job_threads("summary")
+    resources:
+        **job_placement("summary"),
+        mem_mb=job_mem_mb("summary"),
+        runtime=job_runtime("summary"),
+    params:
+        runs=summary_runs(),
+        datasets=enabled_datasets(config),
+        labels={m: e["label"] for m, e in METHODS.items()},
+        stage_benchmarks={
+            m: [f for d in enabled_datasets(config) for f in stage_benchmarks(d, m)]
+            for m in METHODS
+        },
+    script:
+        "../workflow_scripts/summary.py"

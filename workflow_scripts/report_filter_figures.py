@@ -1,0 +1,15 @@
+"""Rule report_filter_figures: sample grid, CLIP score histograms and counts of a variant (sdi.report).
+
+input:  split (split folder), filtered (filter folder: manifest.parquet, counts.csv).
+output: grid, scores, counts (PNG).
+params: grid: config.report (classes, per_row).
+"""
+
+from sdi.report import filter_figures
+from sdi.workflow import logged
+
+with logged(snakemake.log[0]) as log:  # noqa: F821
+    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+    filter_figures(inp.split, inp.filtered, {"grid": out.grid, "scores": out.scores, "counts": out.counts},
+                   n_classes=p.grid["classes"], per_row=p.grid["per_row"])
+    log.info("report figures of %s -> %s", inp.filtered, list(out))

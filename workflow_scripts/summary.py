@@ -1,0 +1,17 @@
+"""Rule summary: the Table 2 summary over datasets x methods x seeds (sdi.summary).
+
+input:  metrics (every run's metrics.json).
+output: csv, md, html, png.
+params: runs ([{dataset, method, seed, metrics}]); datasets (column order); labels ({method: row label},
+        row order); stage_benchmarks ({method: [benchmark files of its upstream stages]}).
+"""
+
+from sdi.summary import collect_runs, write_summary
+from sdi.workflow import logged
+
+with logged(snakemake.log[0]) as log:  # noqa: F821
+    out, p = snakemake.output, snakemake.params  # noqa: F821
+    files = {k: out[k] for k in ("csv", "md", "html", "png")}
+    table = write_summary(collect_runs(p.runs), p.datasets, dict(p.labels), files,
+                          stage_benchmarks=dict(p.stage_benchmarks))
+    log.info("summary of %d runs -> %s\n%s", len(p.runs), list(out), table.to_string())
