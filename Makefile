@@ -17,7 +17,7 @@ demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=10 tests
 
 # Generation throughput, reference style vs engine (bench/README.md): CPU with the tiny
 # models by default; `make bench BENCH_DEVICE=cuda` for SD v1.5 at 512x512 on a GPU.

@@ -51,6 +51,7 @@ from tqdm import tqdm
 from sdi import distributed
 from sdi.datasets import load_rgb
 from sdi.metrics import classification_metrics
+from sdi.tables import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -300,15 +301,6 @@ def evaluate_all(model: nn.Module, dataset: Dataset, criterion: nn.Module, devic
 
 
 # --------------------------------------------------------------------------- files
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _rng_states() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -331,11 +323,12 @@ def _fingerprint(params: dict, train: pd.DataFrame, val: pd.DataFrame) -> str:
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
-    _atomic(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
+    atomic_write(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
 
 
 def _save_best(path: Path, model_state: dict, epoch: int, val_top1: float, meta: dict) -> None:
-    _atomic(path, lambda tmp: torch.save({"model": model_state, "epoch": epoch, "val_top1": val_top1, **meta}, tmp))
+    state = {"model": model_state, "epoch": epoch, "val_top1": val_top1, **meta}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 # --------------------------------------------------------------------------- entry point
@@ -512,7 +505,7 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
                      "params": params, "wall_time_s": elapsed_before + time.time() - t_start, "world_size": world}
             if world > 1:
                 state["rng_per_rank"] = rng
-            _atomic(last_path, lambda tmp, state=state: torch.save(state, tmp))
+            atomic_write(last_path, lambda tmp, state=state: torch.save(state, tmp))
             if best_epoch == epoch:
                 _save_best(best_path, state["model"], epoch, best_val, meta)
             _write_log(out_dir / "log.csv", history)
@@ -533,7 +526,7 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
                     "device": str(device), "processes": world, "train_images_per_epoch": seen, "params": params})
     if not main:
         return metrics
-    _atomic(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     logger.info("test top-1 %.2f%%, balanced %.2f%% (best val epoch %d of %d) -> %s", metrics["top1"],
                 metrics["balanced"], best_epoch, epochs, out_dir / "metrics.json")
     return metrics

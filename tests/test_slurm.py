@@ -12,22 +12,24 @@ import pytest
 import yaml
 
 import test_workflow_demo as demo
-from conftest import copy_workflow, run_snakemake
+from conftest import REPO, copy_workflow, run_snakemake
 from slurm_cluster import MIN_JOB_AGE, PARTITION, LocalSlurm, unavailable_reason
 
 pytestmark = pytest.mark.workflow
 
-GPU_RULES = {"train_projector", "embeddings", "generate", "filter_default", "filter", "train_classifier"}
-CPU_RULES = {"demo_dataset", "tiny_models", "split", "sample"}
+GPU_RULES = {"train_projector", "embeddings", "generate", "filter_default", "filter", "train_classifier",
+             "diagnostics"}
+CPU_RULES = {"demo_dataset", "tiny_models", "split", "sample", "report_filter_figures", "training_curves", "summary"}
+# Every rule that takes its size from config.resources (the schema lists them).
+SIZED_RULES = list(yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+                   ["properties"]["resources"]["properties"])
 INIT_SECONDS = 2  # plugin's first status check; MinJobAge must be >= 3x this (else it uses sacct)
 assert MIN_JOB_AGE >= 3 * INIT_SECONDS
 
 # The site overlay a user would write (profiles/slurm/site.yaml), sized for a 2-CPU node.
 SITE = {
     "cluster": {"partition": PARTITION, "gpu_partition": PARTITION},
-    "resources": {rule: {"cpus": 1, "mem_mb": 1000, "runtime": 30}
-                  for rule in ("demo_dataset", "tiny_models", "split", "sample", "train_projector", "embeddings",
-                               "generate", "filter", "train_classifier")},
+    "resources": {rule: {"cpus": 1, "mem_mb": 1000, "runtime": 30} for rule in SIZED_RULES},
 }
 
 # A test-only rule that fails on its first attempt and records the memory it was given.
