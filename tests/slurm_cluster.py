@@ -189,6 +189,12 @@ PartitionName={PARTITION} Nodes={hostname} Default=YES MaxTime=INFINITE State=UP
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        # Without a controller, a leftover slurm.conf makes every `scontrol` (the SLURM
+        # plugin runs one whenever Snakemake starts) wait ~9 s for it; remove what we wrote.
+        for path in self.written:
+            if path.exists() and MARKER in path.read_text(errors="replace"):
+                path.unlink()
+        self.written.clear()
 
     def job_info(self, job_id: str) -> dict[str, str]:
         """`scontrol show job` as {key: value} (kept for MinJobAge after the job ends)."""
