@@ -43,7 +43,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from sdi import NEGATIVE_PROMPT, PROMPT
-from sdi.models import check_sd_folder, check_vae_folder, resolve_device, resolve_dtype
+from sdi.models import DTYPES, check_sd_folder, check_vae_folder, resolve_device, resolve_dtype
 from sdi.tables import write_parquet
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ AUTO_GIB_PER_IMAGE_512_HALF = 1.5
 AUTO_MEMORY_FRACTION = 0.8
 AUTO_BATCH_MAX = 32  # SD v1.5 at 512x512 saturates a large GPU well below this
 AUTO_BATCH_CPU = 16  # CPU: a fixed batch (the per-call overhead is amortised by then)
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 class GenerationError(ValueError):

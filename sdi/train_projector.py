@@ -41,12 +41,12 @@ from sdi import distributed
 from sdi.conditioning import prompt_hidden_states, replace_placeholder
 from sdi.datasets import load_rgb
 from sdi.embeddings import clip_image_embeddings
-from sdi.models import load_clip_vision, load_sd_pipeline, model_dims, resolve_device
+from sdi.models import DTYPES, load_clip_vision, load_sd_pipeline, model_dims, resolve_device
 from sdi.projector import SemanticProjector
 
 logger = logging.getLogger(__name__)
 
-MIXED_PRECISION = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MIXED_PRECISION = {"no": DTYPES["fp32"], "fp16": DTYPES["fp16"], "bf16": DTYPES["bf16"]}
 CHECKPOINT_PREFIX = "checkpoint-epoch"
 STATE_FILE = "training_state.pt"
 LOSS_FILE = "loss.csv"
