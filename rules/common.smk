@@ -12,6 +12,9 @@ from sdi.config import (
     validate_config,
     variant_settings,
 )
+from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
+from sdi.fingerprints import write_listing
+from sdi.medmnist import npz_path
 from sdi.summary import experiment_errors, methods, run_snapshot
 
 try:
@@ -59,19 +62,63 @@ def dataset_entry(wildcards):
     return entry
 
 
-def dataset_files(wildcards):
-    """The metadata files of a dataset, so that editing them reruns the split."""
+# Input listings of user folders (sdi.fingerprints), written while planning.
+LISTINGS = ".snakemake/sdi/listings"
+
+
+def dataset_options(wildcards):
+    """The format's own keys of a dataset entry (e.g. partition for dtd)."""
     entry = dataset_entry(wildcards)
-    root = entry["root"]
-    if entry["format"] == "cub":
-        names = [
-            "images.txt",
-            "classes.txt",
-            "image_class_labels.txt",
-            "train_test_split.txt",
-        ]
-        return {"meta": [f"{root}/{n}" for n in names]}
-    return {"root": root}
+    return {k: v for k, v in entry.items() if k not in ("format", "root", "builtin")}
+
+
+def dataset_files(wildcards):
+    """What the split reads, so that any change to the dataset reruns it.
+
+    The demo is written by rule demo_dataset: its metadata files and images folder.
+    MedMNIST: the PNG folder of rule medmnist_images. Every other format: a listing of the
+    dataset's files (path, size, mtime), rewritten at planning time only when it changes
+    (sdi.fingerprints; kept under .snakemake/ so that a dry run writes nothing in results/).
+    """
+    entry = dataset_entry(wildcards)
+    root, fmt = entry["root"], entry["format"]
+    if entry.get("builtin"):
+        return {
+            "meta": [f"{root}/{n}" for n in CUB_FILES],
+            "images": f"{root}/images",
+        }
+    if fmt == "medmnist":
+        return {"images": f"results/{wildcards.dataset}/images"}
+    listing = f"{LISTINGS}/{wildcards.dataset}.tsv"
+    key = f"config.datasets.{wildcards.dataset}.root"
+    try:
+        write_listing(
+            listing, dataset_listing(fmt, root, key, dataset_options(wildcards))
+        )
+    except DatasetError as exc:
+        raise WorkflowError(str(exc)) from None
+    return {"listing": listing}
+
+
+def split_root(wildcards):
+    """The folder the split reads: the dataset root, or for MedMNIST its PNG folder."""
+    if dataset_entry(wildcards)["format"] == "medmnist":
+        return f"results/{wildcards.dataset}/images"
+    return dataset_entry(wildcards)["root"]
+
+
+def medmnist_npz(wildcards):
+    """The dataset's official .npz file (config keys root, flag, size)."""
+    entry = dataset_entry(wildcards)
+    try:
+        return npz_path(
+            entry["root"],
+            entry["flag"],
+            entry.get("size", 28),
+            f"config.datasets.{wildcards.dataset}.root",
+        )
+    except DatasetError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def model_input(*names):

@@ -1,4 +1,5 @@
-# Dataset stage: the embedded demo dataset and the train/val/test manifests.
+# Dataset stage: the embedded demo dataset, MedMNIST arrays as PNG files and the
+# train/val/test manifests.
 
 
 rule demo_dataset:
@@ -33,6 +34,33 @@ rule demo_dataset:
         "../workflow_scripts/demo_dataset.py"
 
 
+rule medmnist_images:
+    input:
+        npz=medmnist_npz,
+    output:
+        directory("results/{dataset}/images"),
+    log:
+        "logs/{dataset}/medmnist_images.log",
+    benchmark:
+        "benchmarks/{dataset}/medmnist_images.tsv"
+    wildcard_constraints:
+        dataset=_alternation(
+            name for name, e in config["datasets"].items() if e["format"] == "medmnist"
+        ),
+    conda:
+        "../envs/sdi.yaml"
+    threads: job_threads("medmnist_images")
+    resources:
+        **job_placement("medmnist_images"),
+        mem_mb=job_mem_mb("medmnist_images"),
+        runtime=job_runtime("medmnist_images"),
+    params:
+        flag=lambda w: dataset_entry(w)["flag"],
+        size=lambda w: dataset_entry(w).get("size", 28),
+    script:
+        "../workflow_scripts/medmnist_images.py"
+
+
 rule split:
     input:
         unpack(dataset_files),
@@ -51,7 +79,8 @@ rule split:
         runtime=job_runtime("split"),
     params:
         format=lambda w: dataset_entry(w)["format"],
-        root=lambda w: dataset_entry(w)["root"],
+        root=split_root,
+        options=dataset_options,
         val_fraction=config["split"]["val_fraction"],
         val_source=config["split"]["val_source"],
         seed=config["split"]["seed"],

@@ -74,10 +74,10 @@ def test_class_names():
 
 def test_cub_reader_counts_and_names(tmp_path):
     table = read_cub(make_cub(tmp_path / "cub"))
-    assert len(table) == 21 and table.is_train.sum() == 15
+    assert len(table) == 21 and (table.subset == "train").sum() == 15
     assert sorted(table.class_name.unique()) == ["Class A Bird", "Class B Bird", "Class C Bird"]
     assert table.groupby("label").class_name.nunique().eq(1).all()
-    assert table[table.label == 1].is_train.sum() == 7
+    assert (table[table.label == 1].subset == "train").sum() == 7
     check_images(table)  # every mode decodes
 
 
@@ -119,7 +119,7 @@ def test_reference_protocol_uses_test_as_validation(tmp_path):
 
 def test_imagefolder_reader(tmp_path):
     table = read_dataset("imagefolder", make_imagefolder(tmp_path / "if"))
-    assert len(table) == 14 and table.is_train.sum() == 10
+    assert len(table) == 14 and (table.subset == "train").sum() == 10
     assert table.groupby("class_name").label.first().to_dict() == {"golden retriever": 0, "tabby cat": 1}
     check_images(table)
 
@@ -155,6 +155,27 @@ def test_label_folder_mismatch_is_listed(tmp_path):
         read_cub(root)
     assert "img_001." in str(err.value) and "001.Class_A_Bird" in str(err.value)
     assert "class id 7 is not in classes.txt" in str(err.value)
+
+
+def test_cub_duplicate_ids_name_both_lines(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    split = root / "train_test_split.txt"
+    split.write_text(split.read_text() + "1 0\n")  # image 1 again, now as test
+    with pytest.raises(DatasetError, match=r"split.txt:1 and .*train_test_split.txt:22: id 1 is listed twice"):
+        read_cub(root)
+    make_cub(tmp_path / "cub2")
+    images = tmp_path / "cub2" / "images.txt"
+    images.write_text(images.read_text() + "3 001.Class_A_Bird/img_001.png\n")
+    with pytest.raises(DatasetError, match=r"images.txt:3 and .*images.txt:22: id 3 is listed twice"):
+        read_cub(tmp_path / "cub2")
+
+
+def test_cub_image_listed_but_absent(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    victim = read_cub(root).path.iloc[4]
+    Path(victim).unlink()
+    with pytest.raises(DatasetError, match=r"(?s)1 image\(s\) listed in .*images.txt do not exist.*" + victim[-11:]):
+        read_cub(root)
 
 
 def test_imagefolder_test_class_not_in_train(tmp_path):

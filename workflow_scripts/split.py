@@ -5,7 +5,8 @@ from sdi.workflow import logged
 with logged(snakemake.log[0]) as log:  # noqa: F821
     p, out = snakemake.params, snakemake.output  # noqa: F821
     key = f"config.datasets.{snakemake.wildcards.dataset}.root"  # noqa: F821
-    table = read_dataset(p.format, p.root, key)
+    table = read_dataset(p.format, p.root, key, options=p.options, seed=p.seed)
+    log.info("%s: %s", p.root, table.groupby("subset").size().to_dict())
     check_images(table, threads=snakemake.threads)  # noqa: F821
     parts = make_split(table, p.val_fraction, p.seed, p.val_source)
     for name, part in parts.items():
