@@ -1,4 +1,4 @@
-# Downstream classifier (METHOD section 7): ResNet50 from scratch on real (+ kept synthetic).
+# Downstream classifier (METHOD sections 7-8): ResNet50 from scratch on real (+ copies, + synthetic).
 # One job per dataset x method x seed of config.experiments (see sdi/summary.py).
 
 
@@ -25,6 +25,7 @@ rule train_classifier:
     params:
         out_dir="results/{dataset}/classifier/{method}/seed{seed}",
         settings=classifier_settings,
+        training_set=training_set_settings,
         snapshot=run_config_snapshot,
         device=config["device"],
     script:

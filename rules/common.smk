@@ -161,18 +161,37 @@ def shard_manifests(wildcards):
 
 
 def classifier_synthetic(wildcards):
-    """Runs of a method with a variant train on real + its kept images; others on real only."""
-    v = METHODS[wildcards.method]["variant"]
-    return {} if v is None else {"filtered": filtered_dir(wildcards.dataset, v)}
+    """Synthetic images of a method: the variant's filtered set (pool kept) or its shard
+    manifests (pool generated, which needs no filtering); nothing for real-only methods."""
+    m = METHODS[wildcards.method]
+    if m["variant"] is None:
+        return {}
+    if m["pool"] == "generated":
+        return {
+            "shards": [
+                f"results/{wildcards.dataset}/sei/{m['variant']}/shards/{i}.parquet"
+                for i in SHARDS
+            ]
+        }
+    return {"filtered": filtered_dir(wildcards.dataset, m["variant"])}
 
 
 def classifier_settings(wildcards):
     """config.classifier with the method's augmentation and the run's seed."""
+    m = METHODS[wildcards.method]
     return {
         **config["classifier"],
-        "augment": METHODS[wildcards.method]["augment"],
+        "augment": m["augment"],
+        "augment_at": m["augment_at"],
         "seed": int(wildcards.seed),
     }
+
+
+def training_set_settings(wildcards):
+    """How the run's training set is built (sdi.training_set.build_training_set)."""
+    m = METHODS[wildcards.method]
+    keys = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
+    return {k: m[k] for k in keys}
 
 
 def run_config_snapshot(wildcards):

@@ -22,6 +22,7 @@ rule filter_default:
     params:
         models=MODELS,
         keep_ratio=lambda w: variant_settings(config, DEFAULT_VARIANT)["keep_ratio"],
+        score=lambda w: variant_settings(config, DEFAULT_VARIANT)["score"],
         batch_size=config["filter"]["batch_size"],
         dtype=config["generation"]["dtype"],
         device=config["device"],
@@ -42,6 +43,7 @@ use rule filter_default as filter with:
     params:
         models=MODELS,
         keep_ratio=lambda w: variant_settings(config, w.other_variant)["keep_ratio"],
+        score=lambda w: variant_settings(config, w.other_variant)["score"],
         batch_size=config["filter"]["batch_size"],
         dtype=config["generation"]["dtype"],
         device=config["device"],

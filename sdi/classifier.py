@@ -1,4 +1,4 @@
-"""Downstream classifier: ResNet50 from scratch on real (+ kept synthetic) images (METHOD.md section 7).
+"""Downstream classifier: ResNet50 from scratch on real (+ synthetic) images (METHOD.md sections 7 and 8).
 
 The loop follows torchvision's ``references/classification/train.py``: build data, model,
 optimizer and scheduler; per epoch train, evaluate on validation, save a resumable
@@ -6,8 +6,11 @@ checkpoint; at the end load the checkpoint chosen on validation and evaluate the
 once. Everything a run produces is written as data into ``out_dir``:
 
 - ``metrics.json``: test metrics of :func:`sdi.metrics.classification_metrics` plus
-  ``best_epoch``, ``best_val_top1``, ``n_train_real``, ``n_train_synthetic``, ``epochs``,
+  ``best_epoch``, ``best_val_top1``, the training-set counts ``n_real``, ``n_real_copies``,
+  ``n_synthetic``, ``n_train`` (rows of one epoch) and ``steps_per_epoch``, ``epochs``,
   ``wall_time_s``, ``device`` and the hyperparameters (``params``);
+- ``train_set.parquet``: the exact training set, one row per example of one epoch
+  (``path``, ``label``, ``source``, ``variant``; see :mod:`sdi.training_set`);
 - ``log.csv``: one row per epoch (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_balanced);
 - ``best.pt``: the weights of the best validation epoch (``{"model": state_dict, "epoch", ...}``);
 - ``last.pt``: the resumable state after the latest epoch (model, optimizer, scheduler, epoch,
@@ -48,10 +51,10 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
-from sdi import distributed
+from sdi import distributed, training_set
 from sdi.datasets import load_rgb
 from sdi.metrics import classification_metrics
-from sdi.tables import atomic_write
+from sdi.tables import atomic_write, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ logger = logging.getLogger(__name__)
 MEAN = (0.507, 0.487, 0.441)
 STD = (0.267, 0.256, 0.276)
 AUGMENTS = ("none", "randaugment", "cutout", "gridmask")
+AUGMENT_AT = ("crop", "raw")
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_balanced"]
 
 
@@ -72,7 +76,7 @@ class Cutout(nn.Module):
     Args:
         length: side of the square hole in pixels.
         n_holes: number of holes.
-    Input/output: (C, H, W) float tensor; the hole is zero in every channel.
+    Input/output: (C, H, W) tensor (float, or uint8 on a raw image); the hole is zero in every channel.
     """
 
     def __init__(self, length: int, n_holes: int = 1):
@@ -106,7 +110,7 @@ class GridMask(nn.Module):
     and centre-cropped, and applied with probability ``prob``. The authors ramp ``prob`` up over
     training; here it is constant, as in the setting the SDI paper names (prob 1.0).
 
-    Input/output: (C, H, W) float tensor; removed pixels are zero in every channel.
+    Input/output: (C, H, W) tensor (float, or uint8 on a raw image); removed pixels are zero in every channel.
     """
 
     def __init__(self, d_min: int, d_max: int, ratio: float = 0.5, rotate: int = 15, prob: float = 1.0):
@@ -139,28 +143,52 @@ class GridMask(nn.Module):
         return f"d_min={self.d_min}, d_max={self.d_max}, ratio={self.ratio}, rotate={self.rotate}, prob={self.prob}"
 
 
-def build_transforms(resize: int = 256, crop: int = 224, augment: str = "none", train: bool = True):
+class OnPILImage(nn.Module):
+    """Apply a tensor augmentation (Cutout, GridMask) to a PIL image: PIL -> uint8 tensor -> PIL."""
+
+    def __init__(self, augmentation: nn.Module):
+        super().__init__()
+        self.augmentation = augmentation
+
+    def forward(self, img):
+        return TF.to_pil_image(self.augmentation(TF.pil_to_tensor(img)))
+
+
+def build_transforms(resize: int = 256, crop: int = 224, augment: str = "none", train: bool = True,
+                     augment_at: str = "crop", rotation: float = 15):
     """The METHOD transforms: PIL RGB image -> (3, crop, crop) float32 normalised tensor.
 
-    train: Resize((resize, resize)) -> RandomRotation(15) -> RandomCrop(crop) -> RandomHorizontalFlip
-    [-> RandAugment()] -> ToTensor -> Normalize [-> Cutout | GridMask].
+    train, ``augment_at='crop'`` (METHOD section 7, the default):
+        Resize((resize, resize)) -> RandomRotation(15) -> RandomCrop(crop) -> RandomHorizontalFlip
+        [-> RandAugment()] -> ToTensor -> Normalize [-> Cutout | GridMask].
+    train, ``augment_at='raw'`` (how the reference ran its baselines, METHOD section 8):
+        [RandAugment() | Cutout | GridMask on the raw image] -> Resize((resize, resize)) -> RandomRotation(15)
+        -> RandomCrop(crop) -> RandomHorizontalFlip -> ToTensor -> Normalize.
     eval:  Resize((resize, resize)) -> CenterCrop(crop) -> ToTensor -> Normalize.
 
-    The baselines are sized for 224 crops in the papers; here they scale with ``crop``:
-    Cutout has 1 hole of length ``round(32 * crop / 224)`` (32 at 224); GridMask uses the
-    authors' ImageNet period range ``d in [round(96 * crop / 224), crop)`` with rotate 15,
-    ratio 0.5, prob 1.0.
+    Sizes of the baselines: at ``crop`` they are scaled with the crop from the papers' 224 px
+    (Cutout 1 hole of ``round(32 * crop / 224)``; GridMask ``d in [round(96 * crop / 224), crop)``);
+    at ``raw`` they are the reference's pixel sizes on the raw image (Cutout 32 px; GridMask
+    ``d in [90, 140)``). GridMask always uses rotate 15, ratio 0.5, prob 1.0.
+    ``rotation`` is RandomRotation's range in degrees (15 in the METHOD).
     """
     from torchvision import transforms as T
 
     if augment not in AUGMENTS:
         raise ValueError(f"classifier augment {augment!r} is not one of {list(AUGMENTS)}")
+    if augment_at not in AUGMENT_AT:
+        raise ValueError(f"classifier augment_at {augment_at!r} is not one of {list(AUGMENT_AT)}")
     if crop > resize:
         raise ValueError(f"classifier crop ({crop}) must not exceed resize ({resize})")
     normalize = [T.ToTensor(), T.Normalize(mean=MEAN, std=STD)]
     if not train:
         return T.Compose([T.Resize((resize, resize)), T.CenterCrop(crop), *normalize])
-    steps = [T.Resize((resize, resize)), T.RandomRotation(15), T.RandomCrop(crop), T.RandomHorizontalFlip()]
+    geometry = [T.Resize((resize, resize)), T.RandomRotation(rotation), T.RandomCrop(crop), T.RandomHorizontalFlip()]
+    if augment_at == "raw":
+        raw = {"none": [], "randaugment": [T.RandAugment()], "cutout": [OnPILImage(Cutout(length=32))],
+               "gridmask": [OnPILImage(GridMask(d_min=90, d_max=140, ratio=0.5, rotate=15, prob=1.0))]}[augment]
+        return T.Compose([*raw, *geometry, *normalize])
+    steps = list(geometry)
     if augment == "randaugment":
         steps.append(T.RandAugment())
     steps += normalize
@@ -199,6 +227,24 @@ def _check_manifest(table: pd.DataFrame | None, name: str, num_classes: int, all
         raise ValueError(f"classifier {name} manifest: labels span {table['label'].min()}..{table['label'].max()}, "
                          f"outside 0..{num_classes - 1}; check num_classes")
     return table[["path", "label"]].astype({"path": str, "label": "int64"}).reset_index(drop=True)
+
+
+def _training_rows(train: pd.DataFrame, synthetic: pd.DataFrame | None, num_classes: int) -> pd.DataFrame:
+    """train (+ synthetic) as a training-set table (:data:`sdi.training_set.COLUMNS`), checked."""
+    parts = []
+    for table, name, source in ((train, "train", "real"), (synthetic, "synthetic", "synthetic")):
+        if table is None:
+            continue
+        rows = _check_manifest(table, name, num_classes, allow_empty=name == "synthetic")
+        rows["source"] = table["source"].astype(str).to_numpy() if "source" in table.columns else source
+        rows["variant"] = table["variant"].to_numpy() if "variant" in table.columns else None
+        parts.append(rows)
+    rows = pd.concat(parts, ignore_index=True)
+    unknown = sorted(set(rows["source"]) - set(training_set.SOURCES))
+    if unknown:
+        raise ValueError(f"classifier train manifest: unknown source(s) {unknown}; "
+                         f"allowed: {', '.join(training_set.SOURCES)}")
+    return rows[training_set.COLUMNS]
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -335,24 +381,29 @@ def _save_best(path: Path, model_state: dict, epoch: int, val_top1: float, meta:
 def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
                      num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
                      batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
-                     resize: int = 256, crop: int = 224, augment: str = "none", seed: int = 0,
-                     device: str = "auto", num_workers: int = 2, synthetic: pd.DataFrame | None = None,
+                     resize: int = 256, crop: int = 224, augment: str = "none", augment_at: str = "crop",
+                     seed: int = 0, device: str = "auto", num_workers: int = 2,
+                     synthetic: pd.DataFrame | None = None,
                      amp: bool = False, stop_after_epoch: int | None = None,
                      processes: int | None = None) -> dict | None:
     """Train ResNet50 from scratch, choose the epoch on validation, evaluate test once.
 
     Args:
-        train, val, test: manifests with columns ``path`` (str) and ``label`` (int, 0..C-1).
-        out_dir: folder for metrics.json, log.csv, best.pt and last.pt (created if missing).
+        train, val, test: manifests with columns ``path`` (str) and ``label`` (int, 0..C-1). ``train`` is
+            one row per training example of an epoch; it may be a :func:`sdi.training_set.build_training_set`
+            table (``source``, ``variant``), else every row counts as ``real``.
+        out_dir: folder for metrics.json, log.csv, train_set.parquet, best.pt and last.pt (created if missing).
         num_classes: C. class_names: C names for the per-class metrics (default: the labels).
         epochs, batch_size, lr, momentum, weight_decay: SGD with cosine annealing over ``epochs``
             and cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4).
         resize, crop: image sizes of the transforms (published: 256, 224), see :func:`build_transforms`.
         augment: 'none' | 'randaugment' | 'cutout' | 'gridmask' (the paper's augmentation baselines).
+        augment_at: 'crop' (after the crop, METHOD section 7) or 'raw' (on the raw image before the
+            resize, as the reference ran them), see :func:`build_transforms`.
         seed: seeds model init, shuffling and augmentation (torch, numpy, random, DataLoader).
         device: 'auto' (cuda when present, else cpu) or a torch device string.
         num_workers: DataLoader worker processes.
-        synthetic: optional (path, label) manifest of kept generated images, added to ``train``.
+        synthetic: optional (path, label) manifest of synthetic images, added to ``train`` as ``synthetic`` rows.
         amp: bf16 autocast on CUDA (ignored on CPU); off by default (the reference trains in fp32).
         stop_after_epoch: stop cleanly after this epoch (e.g. to fit a time-limited job) and
             return None; the next call with the same arguments resumes from last.pt.
@@ -371,8 +422,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
 
 def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
                       num_classes: int, class_names: list[str] | None, epochs: int, batch_size: int, lr: float,
-                      momentum: float, weight_decay: float, resize: int, crop: int, augment: str, seed: int,
-                      device: str, num_workers: int, synthetic: pd.DataFrame | None, amp: bool,
+                      momentum: float, weight_decay: float, resize: int, crop: int, augment: str, augment_at: str,
+                      seed: int, device: str, num_workers: int, synthetic: pd.DataFrame | None, amp: bool,
                       stop_after_epoch: int | None) -> dict | None:
     """The body of :func:`train_classifier`, in one process or in each rank of a process group."""
     t_start = time.time()
@@ -382,16 +433,17 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
         raise ValueError(f"classifier class_names has {len(class_names)} entries, expected num_classes={num_classes}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"classifier epochs ({epochs}) and batch_size ({batch_size}) must be >= 1")
-    real = _check_manifest(train, "train", num_classes)
-    synthetic = _check_manifest(synthetic, "synthetic", num_classes, allow_empty=True)
+    train_all = _training_rows(train, synthetic, num_classes)
     val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
-    train_all = pd.concat([real, synthetic], ignore_index=True)
+    n_rows = training_set.counts(train_all)
     device = distributed.local_device(device)
     world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
     amp = bool(amp and device.type == "cuda")
     params = {"num_classes": num_classes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
               "weight_decay": weight_decay, "resize": resize, "crop": crop, "augment": augment, "seed": seed,
               "amp": amp}
+    if augment_at != "crop":  # only when set, so runs made before the option keep their checkpoints
+        params["augment_at"] = augment_at
     meta = {"arch": "resnet50", "num_classes": num_classes, "class_names": class_names, "resize": resize,
             "crop": crop, "mean": list(MEAN), "std": list(STD)}
 
@@ -399,7 +451,7 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    train_tf = build_transforms(resize, crop, augment, train=True)
+    train_tf = build_transforms(resize, crop, augment, train=True, augment_at=augment_at)
     eval_tf = build_transforms(resize, crop, "none", train=False)
     generator = torch.Generator()
     rank_batch = max(1, batch_size // world)  # batch_size is the global batch
@@ -443,6 +495,7 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
     start_epoch, best_epoch, best_val, history, elapsed_before = 1, 0, -1.0, [], 0.0
     if main:
         (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
+        write_parquet(train_all, out_dir / "train_set.parquet")
     if last_path.exists():
         # Our own file (written below), so a full unpickle is safe; it holds numpy/python RNG states.
         # map to CPU: torch.set_rng_state needs CPU tensors; load_state_dict moves the rest to the model's device.
@@ -474,9 +527,10 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
             del ckpt
 
     if main:
-        logger.info("training ResNet50 from scratch on %s x %d process(es): %d real + %d synthetic train, %d val, "
-                    "%d test images, %d classes, epochs %d-%d, augment=%s", device.type, world, len(real),
-                    len(synthetic), len(val), len(test), num_classes, start_epoch, epochs, augment)
+        logger.info("training ResNet50 from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic "
+                    "train, %d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s",
+                    device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"], len(val),
+                    len(test), num_classes, len(train_loader), start_epoch, epochs, augment, augment_at)
     seen = 0
     for epoch in range(start_epoch, epochs + 1):
         generator.manual_seed(_epoch_seed(seed, epoch) ^ rank)
@@ -521,7 +575,9 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
     _, y_true, y_pred = evaluate_all(bare, ManifestDataset(test, eval_tf), criterion, device, "test", amp, **eval_kw)
     metrics = classification_metrics(y_true, y_pred, num_classes, class_names)
     metrics.update({"split": "test", "best_epoch": best_epoch, "best_val_top1": best_val,
-                    "n_train_real": len(real), "n_train_synthetic": len(synthetic), "n_val": len(val),
+                    **n_rows, "steps_per_epoch": len(train_loader),
+                    "n_train_real": n_rows["n_real"] + n_rows["n_real_copies"],
+                    "n_train_synthetic": n_rows["n_synthetic"], "n_val": len(val),
                     "epochs": epochs, "wall_time_s": round(elapsed_before + time.time() - t_start, 3),
                     "device": str(device), "processes": world, "train_images_per_epoch": seen, "params": params})
     if not main:

@@ -99,7 +99,7 @@ GENERATION_OVERRIDES = ("guidance_scale", "steps", "scheduler")
 
 def variant_settings(config: dict, name: str) -> dict:
     """A variant's resolved settings: sampler entry, generation keys (with the variant's
-    overrides) and keep_ratio. Everything a variant's artifacts depend on is in here."""
+    overrides), keep_ratio and the filter score. Everything a variant's artifacts depend on is in here."""
     entry = config["variants"][name]
     generation = dict(config["generation"])
     generation.update({k: entry[k] for k in GENERATION_OVERRIDES if k in entry})
@@ -111,6 +111,7 @@ def variant_settings(config: dict, name: str) -> dict:
         "mode": "text" if sampler["method"] == "text" else "sei",
         "generation": generation,
         "keep_ratio": entry.get("keep_ratio", config["filter"]["keep_ratio"]),
+        "score": entry.get("score", config["filter"].get("score", "cosine")),
     }
 
 

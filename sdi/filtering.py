@@ -2,7 +2,9 @@
 
 Each generated image is scored by ``100 x cos(image_embeds, text_embeds)`` of a ``CLIPModel``
 (L2-normalised projected embeddings; the text is ``"a photo of a {class_name}"``), and per
-class the top ``int(n x keep_ratio)`` images are kept. Filtering only writes tables and a
+class the top ``int(n x keep_ratio)`` images are kept. ``score="reference"`` reproduces the
+reference code instead (METHOD.md section 8): only the text embedding is normalised, so the
+score is ``100 x ||image_embeds|| x cos``, which ranks differently. Filtering only writes tables and a
 preview: generated files are never deleted, moved or altered.
 
 Outputs of :func:`filter_generated` (in ``out_dir``):
@@ -30,6 +32,7 @@ from sdi.models import load_clip, resolve_device, resolve_dtype
 from sdi.tables import atomic_write, write_parquet
 
 FILTER_PROMPT = "a photo of a {class_name}"
+SCORES = ("cosine", "reference")
 OUTPUT_FILES = {"manifest": "manifest.parquet", "counts": "counts.csv", "grid": "grid.png"}
 REQUIRED_COLUMNS = ["sample_id", "label", "class_name", "path"]
 
@@ -60,6 +63,24 @@ def class_text_embeds(model, tokenizer, class_names: list[str], device: torch.de
     return torch.nn.functional.normalize(embeds.float(), dim=-1)
 
 
+def score_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor, score: str = "cosine") -> torch.Tensor:
+    """CLIP score of each image for its own class: (N,) float32.
+
+    Args:
+        image_embeds: (N, D) projected image embeddings as the model returns them (not normalised).
+        text_embeds: (N, D) L2-normalised text embedding of each image's class.
+        score: 'cosine': ``100 x cos`` in [-100, 100] (METHOD section 6, the paper's definition);
+            'reference': ``100 x image . text`` with only the text normalised, i.e. ``100 x ||img|| x cos``
+            (what the reference code computed).
+    """
+    if score not in SCORES:
+        raise FilterError(f"filter.score: {score!r} is not one of {list(SCORES)}")
+    image_embeds = image_embeds.float()
+    if score == "cosine":
+        image_embeds = torch.nn.functional.normalize(image_embeds, dim=-1)
+    return 100.0 * (image_embeds * text_embeds.float()).sum(-1)
+
+
 @torch.inference_mode()
 def clip_scores(
     images: pd.DataFrame,
@@ -69,8 +90,9 @@ def clip_scores(
     device: str = "auto",
     dtype: str = "fp32",
     num_workers: int = 0,
+    score: str = "cosine",
 ) -> np.ndarray:
-    """CLIP score of every image for its own class: (N,) float32 in [-100, 100].
+    """CLIP score of every image for its own class: (N,) float32 (see :func:`score_embeddings`).
 
     Args:
         images: rows with ``path`` (an image file), ``label`` and ``class_name``.
@@ -80,7 +102,10 @@ def clip_scores(
         dtype: 'fp32', 'fp16' or 'bf16' for the model (fp16 falls back to fp32 on CPU);
             the cosine is computed in float32.
         num_workers: DataLoader processes that decode and preprocess images.
+        score: 'cosine' (in [-100, 100]) or 'reference', see :func:`score_embeddings`.
     """
+    if score not in SCORES:
+        raise FilterError(f"filter.score: {score!r} is not one of {list(SCORES)}")
     for col in ("path", "label", "class_name"):
         if col not in images.columns:
             raise FilterError(f"images table: missing column {col!r}; expected path, label, class_name")
@@ -104,9 +129,7 @@ def clip_scores(
     for pixels in tqdm(loader, desc="CLIP scores", unit="batch", mininterval=5):
         pixels = pixels.to(dev, dtype=model.dtype, non_blocking=True)
         embeds = model.get_image_features(pixel_values=pixels).pooler_output
-        embeds = torch.nn.functional.normalize(embeds.float(), dim=-1)
-        own_text = text[text_rows[start:start + len(pixels)]]
-        scores.append((100.0 * (embeds * own_text).sum(-1)).cpu())
+        scores.append(score_embeddings(embeds, text[text_rows[start:start + len(pixels)]], score).cpu())
         start += len(pixels)
     return torch.cat(scores).numpy().astype(np.float32)
 
@@ -213,6 +236,7 @@ def filter_generated(
     num_workers: int = 0,
     grid_classes: int = 4,
     grid_per_row: int = 6,
+    score: str = "cosine",
 ) -> pd.DataFrame:
     """Score, rank and select generated images; write manifest.parquet, counts.csv, grid.png.
 
@@ -221,7 +245,7 @@ def filter_generated(
         clip_path: CLIP ViT-L/14 folder (or the tiny CLIP).
         keep_ratio: fraction kept per class, ``int(n_c * keep_ratio)`` (0.5 in the paper).
         out_dir: folder for the three outputs (each written atomically).
-        batch_size, device, dtype, num_workers: see :func:`clip_scores`.
+        batch_size, device, dtype, num_workers, score: see :func:`clip_scores`.
         grid_classes, grid_per_row: size of the preview grid.
 
     Returns:
@@ -232,7 +256,7 @@ def filter_generated(
         raise FilterError(f"filter.keep_ratio: {keep_ratio} must be in [0, 1]")
     scored = manifest.sort_values(["label", "sample_id"], kind="stable").reset_index(drop=True)
     scored["score"] = clip_scores(scored, clip_path, batch_size=batch_size, device=device, dtype=dtype,
-                                  num_workers=num_workers)
+                                  num_workers=num_workers, score=score)
     scored["rank"] = rank_within_class(scored)
     scored["kept"] = select_top(scored, keep_ratio)
 

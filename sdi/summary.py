@@ -41,33 +41,86 @@ import yaml
 from sdi.tables import atomic_write
 
 METRICS = ("top1", "balanced")
-METHOD_KEYS = {"variant", "augment", "label"}
+METHOD_KEYS = {"variant", "augment", "augment_at", "label", "multiples", "pool", "real_copies", "keep_ratio",
+               "draw_seed"}
+FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.variant_settings that only filtering reads
+SYNTHETIC_KEYS = ("multiples", "pool", "keep_ratio", "draw_seed")  # meaningful only with a variant
 
 
 # --------------------------------------------------------------------------- the matrix
 def methods(config: dict) -> dict[str, dict]:
-    """{method: {"variant": name or None, "augment": str, "label": str}} in config order
-    (augment defaults to config.classifier.augment, label to the method name)."""
+    """Each method's resolved entry, in config order: {method: {
+        "variant": name or None, "augment": str, "augment_at": 'crop' | 'raw', "label": str,
+        "multiples": N or None, "pool": 'kept' | 'generated' | None, "real_copies": int,
+        "keep_ratio": float or None, "draw_seed": int}}.
+
+    augment and augment_at default to config.classifier's, label to the method name, pool to
+    'kept' for a method with a variant (None without), real_copies to 0, draw_seed to 0.
+    keep_ratio (with pool 'kept') re-selects the variant's filtered images at another ratio.
+    """
+    classifier = config["classifier"]
     out = {}
     for name, entry in config["experiments"]["methods"].items():
         entry = entry or {}
-        augment = entry.get("augment", config["classifier"].get("augment", "none"))
-        out[name] = {"variant": entry.get("variant"), "augment": augment, "label": entry.get("label", name)}
+        variant = entry.get("variant")
+        out[name] = {
+            "variant": variant,
+            "augment": entry.get("augment", classifier.get("augment", "none")),
+            "augment_at": entry.get("augment_at", classifier.get("augment_at", "crop")),
+            "label": entry.get("label", name),
+            "multiples": entry.get("multiples"),
+            "pool": entry.get("pool", "kept") if variant is not None else entry.get("pool"),
+            "real_copies": int(entry.get("real_copies", 0)),
+            "keep_ratio": entry.get("keep_ratio"),
+            "draw_seed": int(entry.get("draw_seed", 0)),
+        }
     return out
 
 
 def experiment_errors(config: dict) -> list[str]:
-    """Method entries that refer to missing variants, or unknown keys (schema-independent check)."""
+    """Method entries that cannot be run, each naming its key and the fix (checked before any job).
+
+    Unknown keys, a variant that does not exist, ``multiples`` <= 0, ``real_copies`` < 0, the
+    synthetic-data keys (multiples, pool, keep_ratio, draw_seed) on a method without a variant,
+    ``keep_ratio`` with ``pool: generated``, and ``augment_at: raw`` with no augmentation.
+    """
     problems = []
-    for name, entry in (config.get("experiments", {}).get("methods") or {}).items():
+    entries = config.get("experiments", {}).get("methods") or {}
+    for name, entry in entries.items():
         entry = entry or {}
-        for key in sorted(set(entry) - METHOD_KEYS):
-            problems.append(f"config.experiments.methods.{name}.{key}: unknown key; allowed: "
-                            f"{', '.join(sorted(METHOD_KEYS))}")
+        key = f"config.experiments.methods.{name}"
+        for k in sorted(set(entry) - METHOD_KEYS):
+            problems.append(f"{key}.{k}: unknown key; allowed: {', '.join(sorted(METHOD_KEYS))}")
         v = entry.get("variant")
         if v is not None and v not in config["variants"]:
-            problems.append(f"config.experiments.methods.{name}.variant: {v!r} is not a key of variants "
+            problems.append(f"{key}.variant: {v!r} is not a key of variants "
                             f"({', '.join(config['variants'])}); add the variant or fix the name")
+        multiples, copies = entry.get("multiples"), entry.get("real_copies", 0)
+        if multiples is not None and not (isinstance(multiples, int | float) and multiples > 0):
+            problems.append(f"{key}.multiples: {multiples!r} must be a number > 0 (synthetic images per real "
+                            "training image of the class); remove it to use every image of the pool")
+        if not (isinstance(copies, int) and not isinstance(copies, bool) and copies >= 0):
+            problems.append(f"{key}.real_copies: {copies!r} must be an integer >= 0 (extra copies of the real "
+                            "training set; the reference's augmentation baselines use 20)")
+        if v is None:
+            for k in SYNTHETIC_KEYS:
+                if k in entry:
+                    problems.append(f"{key}.{k}: the method has no variant, so it has no synthetic images to "
+                                    f"{'draw from' if k != 'keep_ratio' else 'select'}; set {key}.variant "
+                                    f"or remove {k}")
+        elif entry.get("pool", "kept") == "generated" and "keep_ratio" in entry:
+            problems.append(f"{key}.keep_ratio: only applies to pool: kept (pool: generated ignores the filter); "
+                            "remove keep_ratio or set pool: kept")
+    resolved = methods(config) if not problems else {}
+    for name, m in resolved.items():
+        if m["augment_at"] == "raw" and m["augment"] == "none" and "augment_at" in (entries[name] or {}):
+            problems.append(f"config.experiments.methods.{name}.augment_at: 'raw' places an augmentation, but the "
+                            f"method's augment is 'none'; set {name}.augment (randaugment, cutout, gridmask) "
+                            "or remove augment_at")
+    classifier = config.get("classifier", {})
+    if resolved and classifier.get("augment_at") == "raw" and all(m["augment"] == "none" for m in resolved.values()):
+        problems.append("config.classifier.augment_at: 'raw' places an augmentation, but no method has one "
+                        "(classifier.augment and every method's augment are 'none'); set augment or use 'crop'")
     return problems
 
 
@@ -89,9 +142,12 @@ def run_snapshot(config: dict, dataset: str, method: str, seed: int, variant_set
         "method_entry": entry,
         "datasets": {dataset: config["datasets"][dataset]},
         "split": config["split"],
-        "classifier": {**config["classifier"], "augment": entry["augment"], "seed": int(seed)},
+        "classifier": {**config["classifier"], "augment": entry["augment"], "augment_at": entry["augment_at"],
+                       "seed": int(seed)},
     }
     if entry["variant"] is not None:
+        if entry["pool"] == "generated":  # the filter's settings do not reach this run
+            variant_settings = {k: v for k, v in variant_settings.items() if k not in FILTER_SETTINGS}
         snapshot.update({
             "variant": entry["variant"],
             "variant_settings": variant_settings,

@@ -111,6 +111,30 @@ def test_cutout_zeroes_one_clipped_square():
         assert 4 <= h <= 8 and 4 <= w <= 8 and zero.sum() == h * w  # one rectangle, clipped at the border
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_augment_at_raw_cuts_the_raw_image_before_the_resize(seed):
+    """A 32 px Cutout hole on a 64 px raw image is a 128 px hole after Resize((256, 256)); at the
+    crop (today's default) the hole is at most round(32 x 256 / 224) = 37 px on a side."""
+    from PIL import Image
+
+    white = Image.new("RGB", (64, 64), (255, 255, 255))
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+
+    def dark_pixels(augment_at: str) -> int:
+        torch.manual_seed(seed)
+        x = build_transforms(256, 256, "cutout", train=True, augment_at=augment_at, rotation=0)(white)
+        return int(((x * std + mean).mean(dim=0) < 0.5).sum())
+
+    raw, crop = dark_pixels("raw"), dark_pixels("crop")
+    # the raw hole is at least 16 x 16 px (a 32 px square clipped at the border), 64 x 64 px after the resize
+    assert 3500 <= raw <= 128 * 128 + 2 * 128
+    assert 0 < crop <= 37 * 37
+    steps = build_transforms(256, 224, "randaugment", train=True, augment_at="raw").transforms
+    assert type(steps[0]).__name__ == "RandAugment" and type(steps[1]).__name__ == "Resize"
+    with pytest.raises(ValueError, match="augment_at"):
+        build_transforms(256, 224, "cutout", augment_at="middle")
+
+
 def test_gridmask_removes_the_expected_fraction():
     # ratio 0.5 keeps stripes of width d/2: squares of side d/2 per d x d cell are removed (1/4)
     torch.manual_seed(0)
@@ -199,6 +223,31 @@ def test_synthetic_rows_are_counted_and_used(digits_split, tmp_path):
     broken = pd.concat([synthetic, pd.DataFrame({"path": [str(tmp_path / "gone.png")], "label": [3]})])
     with pytest.raises(FileNotFoundError, match="gone.png"):
         train_classifier(train, val, test, tmp_path / "broken", synthetic=broken, **run)
+
+
+def test_train_set_parquet_is_the_exact_training_set(digits_split, tmp_path):
+    """multiples: 2 from an unfiltered pool trains on n_c real + 2 n_c synthetic images per class,
+    and train_set.parquet lists exactly those rows."""
+    from sdi.training_set import build_training_set, steps_per_epoch
+
+    train, val, test = digits_split["train"], digits_split["val"], digits_split["test"]
+    # stand-in generated images (3 per class, fewer than 2 n_c: drawn with replacement)
+    pool = test.groupby("label").head(3)[["path", "label"]]
+    table = build_training_set(train, synthetic=pool, multiples=2, variant="gauss-g2.0", seed=0)
+    metrics = train_classifier(table, val, test, tmp_path, **{**TINY, "epochs": 1})
+
+    written = pd.read_parquet(tmp_path / "train_set.parquet")
+    assert list(written.columns) == ["path", "label", "source", "variant"]
+    n_c = train.groupby("label").size()
+    per_class = written.groupby(["label", "source"]).size().unstack(fill_value=0)
+    assert per_class["real"].to_dict() == n_c.to_dict()
+    assert per_class["synthetic"].to_dict() == (2 * n_c).to_dict()
+    assert set(written[written.source == "synthetic"].path) <= set(pool.path)
+    assert set(written.variant.dropna()) == {"gauss-g2.0"} and written[written.source == "real"].variant.isna().all()
+    assert (metrics["n_real"], metrics["n_synthetic"], metrics["n_real_copies"]) == (len(train), 2 * len(train), 0)
+    assert metrics["n_train"] == len(written) == 3 * len(train)
+    assert metrics["steps_per_epoch"] == steps_per_epoch(len(written), TINY["batch_size"])
+    assert metrics["steps_per_epoch"] == -(-3 * len(train) // TINY["batch_size"])  # ceil: 120 rows / 16
 
 
 def test_bad_manifest_names_the_problem(digits_split, tmp_path):

@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sdi.filtering import FilterError, clip_scores, filter_generated, rank_within_class, select_top
+from sdi.filtering import (
+    FilterError,
+    clip_scores,
+    filter_generated,
+    rank_within_class,
+    score_embeddings,
+    select_top,
+)
 from sdi.models import load_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +82,41 @@ def test_clip_scores_match_a_direct_clipmodel_computation(tiny_models, tmp_path)
     other = clip_scores(manifest.assign(label=0, class_name="digit 0"), tiny_models["clip"], device="cpu")
     np.testing.assert_allclose(other[:3], scores[:3], atol=1e-4)
     assert not np.allclose(other[3:], scores[3:])
+
+
+def test_reference_score_keeps_the_other_set():
+    """METHOD section 8: the reference normalises only the text, so a long image embedding that
+    points a little less towards the text beats a short one that points right at it."""
+    text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]), dim=-1).repeat(4, 1)
+    angles = torch.tensor([0.1, 0.2, 0.6, 0.7])  # radians from the text direction
+    norms = torch.tensor([1.0, 1.5, 4.0, 5.0])  # CLIP image embeddings are not unit length
+    images = norms[:, None] * torch.stack([angles.cos(), angles.sin(), torch.zeros(4)], dim=1)
+    table = pd.DataFrame({"sample_id": [f"0000-{i:06d}" for i in range(4)], "label": 0})
+
+    cosine = score_embeddings(images, text, "cosine")
+    reference = score_embeddings(images, text, "reference")
+    np.testing.assert_allclose(cosine.numpy(), 100 * angles.cos().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(reference.numpy(), 100 * (norms * angles.cos()).numpy(), rtol=1e-5)
+    kept_cosine = select_top(table.assign(score=cosine.numpy()), 0.5)
+    kept_reference = select_top(table.assign(score=reference.numpy()), 0.5)
+    assert kept_cosine.tolist() == [True, True, False, False]
+    assert kept_reference.tolist() == [False, False, True, True]
+    with pytest.raises(FilterError, match="filter.score"):
+        score_embeddings(images, text, "dot")
+
+
+def test_reference_score_through_the_filter(tiny_models, tmp_path):
+    manifest = write_generated(tmp_path / "gen", {0: 3, 1: 2})
+    cosine = clip_scores(manifest, tiny_models["clip"], batch_size=2, device="cpu")
+    reference = clip_scores(manifest, tiny_models["clip"], batch_size=2, device="cpu", score="reference")
+    model, processor, _ = load_clip(tiny_models["clip"])
+    with torch.no_grad():
+        pixels = processor(images=[Image.open(p).convert("RGB") for p in manifest.path],
+                           return_tensors="pt").pixel_values
+        norms = model.get_image_features(pixel_values=pixels).pooler_output.norm(dim=-1).numpy()
+    np.testing.assert_allclose(reference, cosine * norms, rtol=1e-4, atol=1e-4)
+    out = filter_generated(manifest, tiny_models["clip"], 0.5, tmp_path / "f", device="cpu", score="reference")
+    np.testing.assert_allclose(out.sort_values("sample_id").score, reference, rtol=1e-5)
 
 
 def test_filter_generated_writes_three_files_and_leaves_images_alone(tiny_models, tmp_path):

@@ -68,3 +68,37 @@ def test_dry_run_plans_the_demo_split(workflow):
     proc = run_snakemake(workflow, "-n", "--cores", "1", "results/demo/split")
     assert "demo_dataset" in proc.stdout and "split" in proc.stdout
     assert not (workflow / "results").exists()
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(("method", "entry", "expected"), [
+    ("sdi", {"variant": "gauss-g2.0", "multiples": 0}, "config.experiments.methods.sdi.multiples"),
+    ("real", {"pool": "kept"}, "config.experiments.methods.real.pool: the method has no variant"),
+    ("plain", {"augment_at": "raw"}, "config.experiments.methods.plain.augment_at: 'raw'"),
+])
+def test_bad_method_fails_before_any_job(workflow, method, entry, expected):
+    _edit_config(workflow, lambda c: c["experiments"]["methods"].update({method: entry}))
+    _fails_before_any_job(workflow, expected)
+
+
+@pytest.mark.workflow
+def test_paper_cub_config_plans_the_whole_matrix(workflow, tiny_models, tmp_path):
+    """`snakemake all -n --configfile config/paper/cub.yaml <site file>` plans the paper's CUB
+    matrix once the site file names the dataset and model folders."""
+    import re
+
+    from sdi.datasets import write_demo_digits
+
+    cub = write_demo_digits(tmp_path / "CUB_200_2011", 3, 2, image_size=16)
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"datasets": {"cub": {"root": str(cub)}},
+                                    "models": {"sd": str(tiny_models["sd"]), "clip": str(tiny_models["clip"])}}))
+    out = run_snakemake(workflow, "-n", "all", "--configfile", "config/paper/cub.yaml", str(site)).stdout
+    table = out.split("Job stats:")[1].split("total")[0]
+    jobs = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+    paper = yaml.safe_load((workflow / "config" / "paper" / "cub.yaml").read_text())
+    n_methods, n_variants = len(paper["experiments"]["methods"]), len(paper["variants"])
+    assert jobs["train_classifier"] == n_methods * len(paper["experiments"]["seeds"]) == 14 * 3
+    assert jobs["generate"] == n_variants * paper["generation"]["shards"]
+    assert jobs["split"] == 1 and "demo_dataset" not in jobs  # the demo is switched off
+    assert not (workflow / "results").exists()

@@ -19,9 +19,16 @@ SMALL = {
     "samplers": {"gauss": {"method": "gauss", "expansion": 2}, "text": {"method": "text", "expansion": 1}},
     "generation": {"shards": 2, "steps": 3, "batch_size": 8},
     "classifier": {"epochs": 1, "batch_size": 16, "resize": 36, "crop": 32, "num_workers": 0},
-    "experiments": {"seeds": [0, 1], "methods": {"real": {"label": "Real only"}, "sdi": {"variant": "gauss-g2.0"}}},
+    "experiments": {"seeds": [0, 1], "methods": {
+        "real": {"label": "Real only"},
+        "sdi": {"variant": "gauss-g2.0"},
+        # the paper protocol (METHOD section 8): a draw from every generated image, and real copies
+        "sdi-2x": {"variant": "gauss-g2.0", "pool": "generated", "multiples": 2},
+        "copies": {"augment": "cutout", "augment_at": "raw", "real_copies": 3},
+    }},
 }
-RUNS = [(m, s) for m in ("real", "sdi") for s in (0, 1)]
+METHODS = ("real", "sdi", "sdi-2x", "copies")
+RUNS = [(m, s) for m in METHODS for s in (0, 1)]
 REPLACED = ("samplers", "methods")  # config sections that _write_config replaces instead of merging
 
 
@@ -34,7 +41,7 @@ def _deep_update(base: dict, new: dict) -> dict:
 def _write_config(workflow, **changes):
     path = workflow / "config" / "config.yaml"
     config = _deep_update(yaml.safe_load(path.read_text()), changes)
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))  # method order is the table's row order
 
 
 def planned_jobs(workflow) -> dict[str, int]:
@@ -98,6 +105,23 @@ def test_every_artifact_is_well_formed(demo_run):
         assert (demo_run / "benchmarks" / "demo" / "classifier" / method / f"seed{seed}.tsv").exists()
     synthetic = json.loads((res / "classifier" / "sdi" / "seed0" / "metrics.json").read_text())["n_train_synthetic"]
     assert synthetic == len(split["train"])  # half of 2x was kept
+
+    # the exact training sets, read back from each run's train_set.parquet
+    kept = pd.read_parquet(res / "filtered" / "manifest.parquet")
+    for seed in (0, 1):
+        drawn = pd.read_parquet(res / "classifier" / "sdi-2x" / f"seed{seed}" / "train_set.parquet")
+        per_class = drawn.groupby(["label", "source"]).size().unstack(fill_value=0)
+        assert per_class["real"].to_dict() == n_c.to_dict()
+        assert per_class["synthetic"].to_dict() == (2 * n_c).to_dict()
+        assert not kept.set_index("path").loc[drawn[drawn.source == "synthetic"].path, "kept"].all()  # dropped too
+        copies = pd.read_parquet(res / "classifier" / "copies" / f"seed{seed}" / "train_set.parquet")
+        assert copies.groupby("label").size().to_dict() == (4 * n_c).to_dict()
+        assert copies.source.value_counts().to_dict() == {"real_copy": 3 * len(split["train"]),
+                                                           "real": len(split["train"])}
+        metrics = json.loads((res / "classifier" / "copies" / f"seed{seed}" / "metrics.json").read_text())
+        n = len(split["train"])
+        assert (metrics["n_real"], metrics["n_real_copies"], metrics["n_synthetic"]) == (n, 3 * n, 0)
+        assert metrics["steps_per_epoch"] == -(-4 * n // 16)  # ceil(4 n / batch 16)
     for log in ("split", "train_projector", "embeddings", "filter", "classifier/real/seed0"):
         assert (demo_run / "logs" / "demo" / f"{log}.log").exists(), log
 
@@ -124,9 +148,9 @@ def test_summary_and_report(demo_run):
     top1 = {(m, s): json.loads((res / "demo" / "classifier" / m / f"seed{s}" / "metrics.json").read_text())["top1"]
             for m, s in RUNS}
     table = pd.read_csv(res / "summary.csv").set_index("method")
-    assert list(table.index) == ["real", "sdi"] and list(table.label) == ["Real only", "sdi"]
+    assert list(table.index) == list(METHODS) and list(table.label) == ["Real only", *METHODS[1:]]
     assert {"demo", "demo_std", "average", "average_std", "device_hours"} <= set(table.columns)
-    for m in ("real", "sdi"):
+    for m in METHODS:
         values = [top1[m, 0], top1[m, 1]]
         assert table.loc[m, "demo"] == pytest.approx(sum(values) / 2, abs=1e-3)
         assert table.loc[m, "demo_std"] == pytest.approx(pd.Series(values).std(), abs=1e-3)
@@ -154,13 +178,14 @@ def test_summary_and_report(demo_run):
 def test_only_invalidated_steps_rerun(demo_run):
     assert planned_jobs(demo_run) == {}
 
+    # runs that draw from every generated image (sdi-2x) do not depend on the filter
     _write_config(demo_run, filter={"keep_ratio": 0.25})
     figures = {"diagnostics": 2, "report_filter_figures": 2, "training_curves": 1, "summary": 1}
     assert planned_jobs(demo_run) == {"filter_default": 1, "filter": 1, "train_classifier": 2, **figures, "all": 1}
 
     _write_config(demo_run, filter={"keep_ratio": 0.5},
                   samplers={"gauss": {"method": "gauss", "expansion": 3}, "text": {"method": "text", "expansion": 1}})
-    assert planned_jobs(demo_run) == {"sample": 1, "generate": 2, "filter_default": 1, "train_classifier": 2,
+    assert planned_jobs(demo_run) == {"sample": 1, "generate": 2, "filter_default": 1, "train_classifier": 4,
                                       "diagnostics": 1, "report_filter_figures": 1, "training_curves": 1,
                                       "summary": 1, "all": 1}
 

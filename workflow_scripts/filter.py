@@ -7,7 +7,7 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
     p, out_dir = snakemake.params, snakemake.output[0]  # noqa: F821
     manifest = pd.concat([pd.read_parquet(f) for f in snakemake.input.shards], ignore_index=True)  # noqa: F821
     scored = filter_generated(manifest, p.models["clip"], p.keep_ratio, out_dir, batch_size=p.batch_size,
-                              device=p.device, dtype=p.dtype,
+                              device=p.device, dtype=p.dtype, score=p.score,
                               num_workers=max(0, snakemake.threads - 1))  # noqa: F821
-    log.info("%d generated images in %d classes, %d kept (keep_ratio %s) -> %s",
-             len(scored), scored.label.nunique(), int(scored.kept.sum()), p.keep_ratio, out_dir)
+    log.info("%d generated images in %d classes, %d kept (keep_ratio %s, score %s) -> %s",
+             len(scored), scored.label.nunique(), int(scored.kept.sum()), p.keep_ratio, p.score, out_dir)

@@ -1,14 +1,15 @@
-"""Rule train_classifier: ResNet50 from scratch on real (+ kept synthetic) images (METHOD.md section 7).
+"""Rule train_classifier: ResNet50 from scratch on a method's training set (METHOD.md sections 7 and 8).
 
 input:  split: folder with train.parquet, val.parquet, test.parquet (image_id, path, label, class_name);
-        filtered (optional, absent for the real-only run): folder with manifest.parquet (path, label, kept, ...);
-        only rows with kept == True are used.
+        filtered (methods with pool kept): folder with manifest.parquet (path, label, kept, rank, ...);
+        shards (methods with pool generated): the variant's generation shard manifests (path, label, ...).
 output: metrics (<out_dir>/metrics.json), log_csv (<out_dir>/log.csv), run_config (the run's settings
-        snapshot). out_dir also receives best.pt and the resumable last.pt (not declared, so a killed job resumes
-        from last.pt).
-params: out_dir; settings: train_classifier keywords (epochs, batch_size, lr, momentum, weight_decay, resize,
-        crop, augment, num_workers, seed, amp), the method's augment and the run's seed filled in;
-        snapshot: every setting the run depends on (sdi.summary.run_snapshot); device.
+        snapshot). out_dir also receives train_set.parquet (the exact training set), best.pt and the
+        resumable last.pt (not declared, so a killed job resumes from last.pt).
+params: out_dir; settings: train_classifier keywords (config.classifier with the method's augment and
+        augment_at and the run's seed); training_set: variant, pool, multiples, real_copies, keep_ratio,
+        draw_seed (sdi.training_set.build_training_set); snapshot: every setting the run depends on
+        (sdi.summary.run_snapshot); device.
 """
 
 from pathlib import Path
@@ -18,17 +19,11 @@ import torch
 
 from sdi.classifier import train_classifier
 from sdi.summary import write_run_config
+from sdi.training_set import build_training_set, synthetic_pool
 from sdi.workflow import logged
-
-SETTINGS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "resize", "crop", "augment", "num_workers",
-            "seed", "amp", "processes"}
 
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-    settings = dict(p.settings)
-    unknown = sorted(set(settings) - SETTINGS)
-    if unknown:
-        raise ValueError(f"config.classifier: unknown key(s) {unknown}; allowed: {', '.join(sorted(SETTINGS))}")
     out_dir = Path(p.out_dir)
     if [Path(out.metrics), Path(out.log_csv)] != [out_dir / "metrics.json", out_dir / "log.csv"]:
         raise ValueError(f"rule train_classifier: outputs must be {out_dir}/metrics.json and {out_dir}/log.csv "
@@ -40,15 +35,22 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
     num_classes = int(names.label.max()) + 1
     name_of = dict(zip(names.label, names.class_name, strict=True))
     write_run_config(p.snapshot, out.run_config)
-    synthetic = None
+
+    ts = p.training_set
+    pool = None
     if inp.get("filtered"):
         path = Path(inp.filtered) / "manifest.parquet"
         generated = pd.read_parquet(path)
-        missing = [c for c in ("path", "label", "kept") if c not in generated.columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; the filter stage writes path, label and kept")
-        synthetic = generated[generated.kept.astype(bool)][["path", "label"]]
-        log.info("%s: %d of %d generated images kept", path, len(synthetic), len(generated))
-    train_classifier(split["train"], split["val"], split["test"], out_dir, num_classes=num_classes,
-                     class_names=[name_of.get(c, str(c)) for c in range(num_classes)], synthetic=synthetic,
-                     device=p.device, **settings)
+        pool = synthetic_pool(generated, "kept", ts["keep_ratio"], source=str(path))
+        log.info("%s: %d of %d generated images kept%s", path, len(pool), len(generated),
+                 f" (re-selected at keep_ratio {ts['keep_ratio']})" if ts["keep_ratio"] is not None else "")
+    elif inp.get("shards"):
+        generated = pd.concat([pd.read_parquet(f) for f in inp.shards], ignore_index=True)
+        pool = synthetic_pool(generated, "generated", source=f"{ts['variant']} shard manifests")
+        log.info("%s: %d generated images (unfiltered pool)", ts["variant"], len(pool))
+    train = build_training_set(split["train"], synthetic=pool, multiples=ts["multiples"],
+                               real_copies=ts["real_copies"], variant=ts["variant"], seed=ts["draw_seed"])
+    log.info("training set: %d rows (%s)", len(train), train.source.value_counts().to_dict())
+    train_classifier(train, split["val"], split["test"], out_dir, num_classes=num_classes,
+                     class_names=[name_of.get(c, str(c)) for c in range(num_classes)], device=p.device,
+                     **p.settings)
