@@ -98,9 +98,9 @@ def _read_header(stream) -> tuple[tuple[int, ...], bool, np.dtype] | None:
     return None
 
 
-def _iter_rows(npz: Path, name: str, chunk: int = 4096) -> Iterator[np.ndarray]:
-    """Blocks of rows of one array of an .npz without loading it whole (the 224 x 224 files
-    do not fit in memory)."""
+def _iter_rows(npz: Path, name: str, block_bytes: int = 128 << 20) -> Iterator[np.ndarray]:
+    """Blocks of rows (about block_bytes each) of one array of an .npz, without loading it
+    whole: the 224 x 224 files hold about 16 GB of pixels."""
     with zipfile.ZipFile(npz) as archive, archive.open(_npy_member(archive, name, npz)) as stream:
         header = _read_header(stream)
         if header is None or header[1] or header[2].hasobject:
@@ -109,6 +109,7 @@ def _iter_rows(npz: Path, name: str, chunk: int = 4096) -> Iterator[np.ndarray]:
             return
         shape, _, dtype = header
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        chunk = max(1, block_bytes // max(1, row_bytes))
         for start in range(0, shape[0], chunk):
             n = min(chunk, shape[0] - start)
             yield np.frombuffer(stream.read(n * row_bytes), dtype=dtype).reshape((n, *shape[1:]))

@@ -239,6 +239,16 @@ def test_medmnist_labels_match_the_package():
     assert len(MEDMNIST_LABELS) == 12  # every 2D flag of MedMNIST v2 / v3
 
 
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_medmnist_arrays_are_read_in_blocks(tmp_path, save):
+    from sdi.medmnist import _iter_rows
+
+    images = np.random.default_rng(0).integers(0, 255, (37, 28, 28, 3), dtype=np.uint8)
+    save(tmp_path / "x.npz", train_images=images)
+    blocks = list(_iter_rows(tmp_path / "x.npz", "train_images", block_bytes=28 * 28 * 3 * 10))
+    assert len(blocks) == 4 and np.array_equal(np.concatenate(blocks), images)
+
+
 def test_medmnist_sizes(tmp_path):
     root = make_medmnist(tmp_path / "m", size=64, counts=(9, 9, 9))
     assert npz_path(root, "pathmnist", 64).name == "pathmnist_64.npz"
