@@ -18,6 +18,7 @@ from sdi.medmnist import npz_path
 from sdi.summary import experiment_errors, methods, run_snapshot
 
 try:
+from sdi.models import projector_fit_errors
     validate_config(config, workflow.source_path("../config/schema.yaml"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
@@ -43,6 +44,12 @@ def _alternation(names):
 
 
 wildcard_constraints:
+# A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job.
+_misfits = projector_fit_errors(
+    MODELS, {d: f"results/{d}/projector/final" for d in DATASETS}
+)
+if _misfits:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_misfits))
     dataset=_alternation(DATASETS),
     variant=_alternation(VARIANTS),
     other_variant=_alternation(v for v in VARIANTS if v != DEFAULT_VARIANT),

@@ -257,8 +257,10 @@ def optimize_pipeline(pipe, *, compile_unet: bool = False):
 
     PyTorch's fused scaled-dot-product attention (``AttnProcessor2_0``) in UNet and VAE
     (diffusers' default on recent PyTorch; set explicitly so it cannot silently fall back);
-    on CUDA channels_last memory layout for UNet and VAE (faster convolutions in half
-    precision); with compile_unet the UNet is compiled in place with ``torch.compile``
+    channels_last memory layout for UNet and VAE on CUDA (faster convolutions in half
+    precision) and for bf16 on the CPU (oneDNN's bf16 convolutions need it: 9x faster than
+    the contiguous layout, measured on an AVX2 CPU without native bf16); with compile_unet
+    the UNet is compiled in place with ``torch.compile``
     (first batch of each new batch size slower; then faster on a GPU).
     None of this changes what is computed, only how (up to float rounding on CUDA).
     """
@@ -266,7 +268,7 @@ def optimize_pipeline(pipe, *, compile_unet: bool = False):
 
     pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.vae.set_attn_processor(AttnProcessor2_0())
-    if pipe.device.type == "cuda":
+    if pipe.device.type == "cuda" or pipe.unet.dtype == torch.bfloat16:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if compile_unet:
@@ -325,7 +327,8 @@ class ImageGenerator:
 
     sd_path / vae_path: local SD v1.5 (diffusers layout) and optional separate VAE folder.
     scheduler: 'ddim', a diffusers scheduler class name (see :func:`make_scheduler`) or an
-        instantiated scheduler. dtype: 'fp16' / 'bf16' / 'fp32' (always fp32 on CPU).
+        instantiated scheduler. dtype: 'fp16' / 'bf16' / 'fp32' (on CPU fp16 runs as fp32, which
+        CPUs compute faster; bf16 stays bf16).
     device: 'auto' (cuda when present, else cpu) or a torch device name.
     compile: compile the UNet with ``torch.compile`` (see :func:`optimize_pipeline`).
 
@@ -338,7 +341,7 @@ class ImageGenerator:
         self.sd_path = check_sd_folder(sd_path)
         self.vae_path = check_vae_folder(vae_path) if vae_path else None
         self.device = resolve_device(device)
-        self.dtype = torch.float32 if self.device.type == "cpu" else resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device)  # fp16 -> fp32 on CPU; bf16 runs as bf16 there
         if isinstance(scheduler, str):
             scheduler = make_scheduler(scheduler, self.sd_path)
         self.scheduler = scheduler

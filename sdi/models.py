@@ -7,6 +7,8 @@ CLIP ViT-L/14 checkouts; only the folder differs. Nothing here touches the netwo
 from __future__ import annotations
 
 import json
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +16,17 @@ import torch
 
 SD_LAYOUT = ("model_index.json", "unet/config.json", "vae/config.json",
              "text_encoder/config.json", "tokenizer", "scheduler/scheduler_config.json")
+# The SD components sdi loads (never safety_checker/ or feature_extractor/, whatever model_index.json names),
+# with the stem of their weight files (diffusers: diffusion_pytorch_model.*, transformers: model.* / pytorch_model.*).
+SD_COMPONENTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
 VAE_LAYOUT = ("config.json",)
 CLIP_LAYOUT = ("config.json", "preprocessor_config.json")
 CLIP_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Weight files as the hub names them: plain (full precision) or a variant (``.fp16.``, ``.non_ema.``), maybe sharded.
+WEIGHT_FILE = re.compile(r"^(?:diffusion_pytorch_model|model|pytorch_model)(?:\.(?P<variant>[A-Za-z0-9_]+))?"
+                         r"(?:-\d{5}-of-\d{5})?(?P<suffix>\.safetensors|\.bin)$")
+PREFERRED_VARIANT = "fp16"  # the variant loaded when a folder has no plain weight files
 
 
 class ModelFolderError(ValueError):
@@ -38,22 +47,133 @@ class ModelDims:
     resolution: int
 
 
+def weight_files(folder: str | Path) -> dict[str | None, list[Path]]:
+    """Weight files of one model folder by variant (None: the plain files), sorted by name.
+
+    ``diffusion_pytorch_model.safetensors`` -> None, ``model.fp16.safetensors`` -> 'fp16',
+    ``pytorch_model.bin`` -> None; shards (``-00001-of-00002``) join their variant.
+    """
+    found: dict[str | None, list[Path]] = {}
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            match = WEIGHT_FILE.match(path.name)
+            if match and path.is_file():
+                found.setdefault(match["variant"], []).append(path)
+    return found
+
+
 def _has_weights(folder: Path) -> bool:
-    return any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.iterdir())
+    return bool(weight_files(folder))
+
+
+def check_weight_file(path: str | Path) -> str | None:
+    """Why a weight file cannot be complete (a cut-short download), or None; reads only its header.
+
+    ``.safetensors``: 8-byte little-endian header length, JSON header, then the tensors; the file
+    must end exactly where the largest ``data_offsets`` end says. ``.bin`` (a zip archive since
+    torch 1.6): the archive's central directory, at its end, must be readable.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than the 8-byte safetensors header"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"{size:,} bytes, but its header alone is {n:,} bytes long"
+            try:
+                header = json.loads(fh.read(n))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError):
+                return "its safetensors header is not valid JSON with data_offsets"
+        if size != 8 + n + end:
+            return f"{size:,} bytes, but its header describes {8 + n + end:,}"
+        return None
+    with open(path, "rb") as fh:
+        is_zip = fh.read(2) == b"PK"
+    if is_zip:
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"{size:,} bytes, not a complete zip archive ({exc})"
+    return None
+
+
+def _resolve_weights(components: dict[str, tuple[Path, str]], root: Path, key: str, hint: str) -> str | None:
+    """The variant to load for components {label: (folder, weight stem)}, after checking the files it loads.
+
+    None when every component has plain weight files; else the variant that every component
+    lacking plain files has (PREFERRED_VARIANT first). diffusers and transformers load a component
+    without the variant from its plain files. Raises ModelFolderError naming the missing or
+    truncated file.
+    """
+    files = {label: weight_files(folder) for label, (folder, _) in components.items()}
+    variant = None
+    lacking = [label for label, f in files.items() if f and None not in f]
+    if lacking:
+        common = set.intersection(*(set(files[label]) for label in lacking))
+        if not common:
+            have = "; ".join(f"{lab}/ has {', '.join(str(v) for v in files[lab])}" for lab in lacking)
+            raise ModelFolderError(f"{key}: folder {root} mixes weight variants with no plain files ({have}); "
+                                   f"download the plain (fp32) or the {PREFERRED_VARIANT} files of every component")
+        variant = PREFERRED_VARIANT if PREFERRED_VARIANT in common else sorted(common)[0]
+    missing = []
+    for label, (_, stem) in components.items():
+        if not files[label]:
+            name = f"{stem}.{variant}.safetensors" if variant else f"{stem}.safetensors"
+            where = f"{label}/{name}" if label else name
+            why = f" (the {variant} variant the other components have)" if variant else ""
+            missing.append(f"{where}{why}")
+    if missing:
+        raise ModelFolderError(f"{key}: folder {root} is incomplete, missing {', '.join(missing)}: a weight file "
+                               f"was not downloaded; download it into that folder, or {hint}")
+    for f in files.values():
+        group = f[variant] if variant in f else f[None]
+        safetensors = [p for p in group if p.suffix == ".safetensors"]
+        for path in safetensors or group:  # what the loaders read: safetensors before .bin
+            problem = check_weight_file(path)
+            if problem:
+                raise ModelFolderError(f"{key}: {path} is truncated or corrupt ({problem}): the download was cut "
+                                       f"short; delete it and download it again")
+    return variant
+
+
+def sd_weights_variant(path: str | Path, key: str = "models.sd") -> str | None:
+    """Weight variant to load from an SD folder (None: the plain files; 'fp16': a variant-only download).
+
+    Checks that unet/, vae/ and text_encoder/ hold the files that variant loads and that they
+    are complete (headers only; see :func:`check_weight_file`).
+    """
+    folder = Path(path)
+    return _resolve_weights({sub: (folder / sub, stem) for sub, stem in SD_COMPONENTS.items()}, folder,
+                            key, f"set {key} to another SD v1.5 folder")
+
+
+def weights_variant(path: str | Path, key: str, stem: str = "model") -> str | None:
+    """:func:`sd_weights_variant` for a single-model folder (a separate VAE, CLIP)."""
+    folder = Path(path)
+    return _resolve_weights({"": (folder, stem)}, folder, key, f"set {key} to another folder")
 
 
 def check_sd_folder(path: str | Path, key: str = "models.sd") -> Path:
-    """Raise ModelFolderError naming the config key unless path is a diffusers SD folder."""
+    """Raise ModelFolderError naming the config key unless path is a diffusers SD folder.
+
+    Accepts what downloads contain: plain and/or ``fp16`` variant weights, ``.safetensors``
+    and/or ``.bin``, a model_index.json naming a safety checker or not (it is never loaded).
+    """
     folder = Path(path)
     hint = (f"set {key} to a Stable Diffusion v1.5 folder in diffusers layout "
             "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
     if not folder.is_dir():
         raise ModelFolderError(f"{key}: folder {folder} does not exist; {hint}")
     missing = [p for p in SD_LAYOUT if not (folder / p).exists()]
-    missing += [f"{sub}/<weights>" for sub in ("unet", "vae", "text_encoder")
-                if (folder / sub).is_dir() and not _has_weights(folder / sub)]
     if missing:
         raise ModelFolderError(f"{key}: folder {folder} is incomplete, missing {', '.join(missing)}; {hint}")
+    sd_weights_variant(folder, key)
     return folder
 
 
@@ -64,6 +184,7 @@ def check_vae_folder(path: str | Path, key: str = "models.vae") -> Path:
         raise ModelFolderError(f"{key}: folder {folder} does not exist; {hint}")
     if not (folder / "config.json").exists() or not _has_weights(folder):
         raise ModelFolderError(f"{key}: folder {folder} has no config.json or no weights; {hint}")
+    weights_variant(folder, key, "diffusion_pytorch_model")
     return folder
 
 
@@ -80,6 +201,7 @@ def check_clip_folder(path: str | Path, key: str = "models.clip") -> Path:
         missing.append("vocab.json/merges.txt")
     if missing:
         raise ModelFolderError(f"{key}: folder {folder} is incomplete, missing {', '.join(missing)}; {hint}")
+    weights_variant(folder, key)
     return folder
 
 
@@ -113,6 +235,53 @@ def model_dims(sd: str | Path, clip: str | Path, vae: str | Path | None = None) 
     return ModelDims(d_clip=int(d_clip), d_cross=int(cross), resolution=int(unet["sample_size"]) * scale)
 
 
+def check_projector_fits(projector_dir: str | Path, sd: str | Path, clip: str | Path,
+                         vae: str | Path | None = None, *, sd_key: str = "models.sd",
+                         clip_key: str = "models.clip") -> None:
+    """Raise ModelFolderError unless a trained projector fits the model folders (configs only).
+
+    The projector maps CLIP image embeddings (its d_clip = the CLIP's projection_dim) to one
+    text-conditioning token (its d_cross = the UNet's cross_attention_dim).
+    """
+    dims = model_dims(sd, clip, vae)
+    config_path = Path(projector_dir) / "config.json"
+    config = _config(config_path)
+    problems = []
+    if config.get("d_cross") != dims.d_cross:
+        problems.append(f"it was trained for d_cross={config.get('d_cross')} but {sd_key}={sd} has "
+                        f"cross_attention_dim {dims.d_cross}")
+    if config.get("d_clip") != dims.d_clip:
+        problems.append(f"it was trained for d_clip={config.get('d_clip')} but {clip_key}={clip} has "
+                        f"projection_dim {dims.d_clip}")
+    if problems:
+        raise ModelFolderError(f"{config_path}: the projector does not fit the models: {'; '.join(problems)}. "
+                               f"Point {sd_key} / {clip_key} at the folders it was trained with, or delete "
+                               f"{Path(projector_dir).parent} to train a new projector for these models")
+
+
+def projector_fit_errors(models: dict, projector_dirs: dict[str, str | Path]) -> list[str]:
+    """Problems of :func:`check_projector_fits` for every projector folder that exists.
+
+    models: {'sd', 'clip', 'vae'} folders (sdi.config.model_paths); projector_dirs: {dataset: folder}.
+    Nothing is reported while the model folders themselves are missing or broken (the config
+    check names those).
+    """
+    existing = {name: Path(d) for name, d in projector_dirs.items() if (Path(d) / "config.json").is_file()}
+    if not existing or not models.get("sd") or not models.get("clip"):
+        return []
+    try:
+        model_dims(models["sd"], models["clip"], models.get("vae"))
+    except ModelFolderError:
+        return []
+    problems = []
+    for folder in existing.values():
+        try:
+            check_projector_fits(folder, models["sd"], models["clip"], models.get("vae"))
+        except ModelFolderError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def _quiet_transformers() -> None:
     # Loading CLIPModel weights into the vision-only class reports every text weight
     # as unexpected; that is the intended use, not a problem.
@@ -124,15 +293,24 @@ def _quiet_transformers() -> None:
 def load_sd_pipeline(sd: str | Path, vae: str | Path | None = None, *,
                      device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                      scheduler=None):
-    """Load a StableDiffusionPipeline (no safety checker) from local folders."""
+    """Load a StableDiffusionPipeline (no safety checker) from local folders.
+
+    Weights: the plain files when every component has them, else the ``fp16`` variant files
+    (cast to dtype); see :func:`sd_weights_variant`.
+    """
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     _quiet_transformers()
     sd = check_sd_folder(sd)
+    # The safety checker and its feature extractor are never loaded, whether model_index.json
+    # names them (as the hub's SD v1.5 does) or not.
     kwargs = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False,
-              "dtype": dtype, "local_files_only": True}
+              "dtype": dtype, "local_files_only": True, "variant": sd_weights_variant(sd)}
     if vae:
-        kwargs["vae"] = AutoencoderKL.from_pretrained(check_vae_folder(vae), dtype=dtype, local_files_only=True)
+        vae = check_vae_folder(vae)
+        kwargs["vae"] = AutoencoderKL.from_pretrained(vae, dtype=dtype, local_files_only=True,
+                                                      variant=weights_variant(vae, "models.vae",
+                                                                              "diffusion_pytorch_model"))
     if scheduler is not None:
         kwargs["scheduler"] = scheduler
     pipe = StableDiffusionPipeline.from_pretrained(sd, **kwargs)
@@ -147,7 +325,8 @@ def load_clip_vision(clip: str | Path, *, device: str | torch.device = "cpu",
 
     _quiet_transformers()
     clip = check_clip_folder(clip)
-    model = CLIPVisionModelWithProjection.from_pretrained(clip, dtype=dtype, local_files_only=True)
+    model = CLIPVisionModelWithProjection.from_pretrained(clip, dtype=dtype, local_files_only=True,
+                                                         variant=weights_variant(clip, "models.clip"))
     processor = CLIPImageProcessor.from_pretrained(clip, local_files_only=True)
     return model.to(device).eval().requires_grad_(False), processor
 
@@ -158,7 +337,8 @@ def load_clip(clip: str | Path, *, device: str | torch.device = "cpu", dtype: to
 
     _quiet_transformers()
     clip = check_clip_folder(clip)
-    model = CLIPModel.from_pretrained(clip, dtype=dtype, local_files_only=True)
+    model = CLIPModel.from_pretrained(clip, dtype=dtype, local_files_only=True,
+                                      variant=weights_variant(clip, "models.clip"))
     processor = CLIPImageProcessor.from_pretrained(clip, local_files_only=True)
     tokenizer = CLIPTokenizer.from_pretrained(clip, local_files_only=True)
     return model.to(device).eval().requires_grad_(False), processor, tokenizer
@@ -175,7 +355,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Config dtype name -> torch dtype; half precision falls back to fp32 on CPU."""
+    """Config dtype name -> torch dtype; fp16 falls back to fp32 on CPU (bf16 is kept: CPUs have bf16 kernels)."""
     if name not in DTYPES:
         raise ValueError(f"dtype {name!r} is not one of {sorted(DTYPES)}")
     if device.type == "cpu" and name == "fp16":
