@@ -22,12 +22,18 @@ steps per epoch counted) without a GPU or a model.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 SOURCES = ("real", "real_copy", "synthetic")
 COLUMNS = ["path", "label", "source", "variant"]
+# The settings of a resolved method (sdi.summary.methods) that decide its training set: the keywords of
+# method_training_set.
+METHOD_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
 
 
 def _rows(table: pd.DataFrame, source: str, variant: str | None) -> pd.DataFrame:
@@ -119,6 +125,50 @@ def build_training_set(real: pd.DataFrame, *, synthetic: pd.DataFrame | None = N
             synthetic = draw_per_class(synthetic, real.groupby("label").size(), multiples, seed)
         parts.append(_rows(synthetic, "synthetic", variant))
     return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
+def read_generated(filtered: str | os.PathLike | None = None,
+                   shards: Sequence[str | os.PathLike] | None = None) -> tuple[pd.DataFrame | None, str]:
+    """The synthetic images a method's rule reads: the filter folder's ``manifest.parquet`` (pool kept)
+    or the variant's generation shard manifests (pool generated); (None, '') for neither.
+    Returns (table, what it was read from, for messages)."""
+    if filtered:
+        path = Path(filtered) / "manifest.parquet"
+        return pd.read_parquet(path), str(path)
+    if shards:
+        return pd.concat([pd.read_parquet(f) for f in shards], ignore_index=True), \
+            f"{len(shards)} generation shard manifest(s) in {Path(shards[0]).parent}"
+    return None, ""
+
+
+def method_training_set(real: pd.DataFrame, generated: pd.DataFrame | None = None, *, variant: str | None = None,
+                        pool: str | None = "kept", multiples: float | None = None, real_copies: int = 0,
+                        keep_ratio: float | None = None, draw_seed: int = 0,
+                        source: str = "generation manifest") -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The training set of an experiment method, from its resolved settings (:func:`sdi.summary.methods`).
+
+    The one place that turns a method into rows: the classifier trains on its result and the export
+    (:mod:`sdi.export`) writes it, so the two cannot differ.
+
+    Args:
+        real: the real training manifest (``path``, ``label``).
+        generated: the variant's filter manifest (``pool='kept'``) or its concatenated generation shard
+            manifests (``pool='generated'``); ignored, and may be None, for a method without a variant.
+        variant, pool, multiples, real_copies, keep_ratio, draw_seed: the method's settings.
+        source: how ``generated`` is named in errors (e.g. its file).
+
+    Returns:
+        (training set as :func:`build_training_set` returns it, the synthetic pool it drew from or None).
+    """
+    synthetic = None
+    if variant is not None:
+        if generated is None:
+            raise ValueError(f"method with variant {variant!r}: no generated images given ({source}); pass the "
+                             "filter manifest (pool kept) or the generation shard manifests (pool generated)")
+        synthetic = synthetic_pool(generated, pool, keep_ratio if pool == "kept" else None, source=source)
+    train = build_training_set(real, synthetic=synthetic, multiples=multiples, real_copies=real_copies,
+                               variant=variant, seed=draw_seed)
+    return train, synthetic
 
 
 def steps_per_epoch(n_examples: int, batch_size: int, world_size: int = 1) -> int:
