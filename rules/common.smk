@@ -16,6 +16,7 @@ from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
 from sdi.fingerprints import write_listing
 from sdi.medmnist import npz_path
 from sdi.summary import experiment_errors, methods, run_snapshot
+from sdi.tracking import tracking_problem
 
 try:
 from sdi.models import projector_fit_errors
@@ -27,6 +28,8 @@ if experiment_errors(config):
     raise WorkflowError(
         "invalid configuration:\n  " + "\n  ".join(experiment_errors(config))
     )
+if tracking_problem(config):  # e.g. tracking.wandb set without the wandb package
+    raise WorkflowError(tracking_problem(config))
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
@@ -169,18 +172,23 @@ def shard_manifests(wildcards):
 
 def classifier_synthetic(wildcards):
     """Synthetic images of a method: the variant's filtered set (pool kept) or its shard
-    manifests (pool generated, which needs no filtering); nothing for real-only methods."""
-    m = METHODS[wildcards.method]
+    manifests (pool generated, which needs no filtering); nothing for real-only methods.
+    """
+    return method_synthetic(wildcards.dataset, METHODS[wildcards.method])
+
+
+def method_synthetic(dataset, m):
+    """The synthetic input of a resolved method (sdi.summary.methods): shards, filtered or none."""
     if m["variant"] is None:
         return {}
     if m["pool"] == "generated":
         return {
             "shards": [
-                f"results/{wildcards.dataset}/sei/{m['variant']}/shards/{i}.parquet"
+                f"results/{dataset}/sei/{m['variant']}/shards/{i}.parquet"
                 for i in SHARDS
             ]
         }
-    return {"filtered": filtered_dir(wildcards.dataset, m["variant"])}
+    return {"filtered": filtered_dir(dataset, m["variant"])}
 
 
 def classifier_settings(wildcards):

@@ -13,6 +13,8 @@ once. Everything a run produces is written as data into ``out_dir``:
   (``path``, ``label``, ``source``, ``variant``; see :mod:`sdi.training_set`);
 - ``log.csv``: one row per epoch (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_balanced);
 - ``best.pt``: the weights of the best validation epoch (``{"model": state_dict, "epoch", ...}``);
+- ``tensorboard/``: the log.csv curves and the test metrics as TensorBoard scalars (``tracking``, see
+  :mod:`sdi.tracking`; optionally a W&B run too);
 - ``last.pt``: the resumable state after the latest epoch (model, optimizer, scheduler, epoch,
   best so far, history, RNG states). A new call with the same data and hyperparameters resumes
   from it; a ``last.pt`` written for other data or hyperparameters is ignored (with a warning)
@@ -55,6 +57,7 @@ from sdi import distributed, training_set
 from sdi.datasets import load_rgb
 from sdi.metrics import classification_metrics
 from sdi.tables import atomic_write, write_parquet
+from sdi.tracking import Tracker, TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +388,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                      seed: int = 0, device: str = "auto", num_workers: int = 2,
                      synthetic: pd.DataFrame | None = None,
                      amp: bool = False, stop_after_epoch: int | None = None,
-                     processes: int | None = None) -> dict | None:
+                     processes: int | None = None, tracking: TrackingConfig | None = None,
+                     run_name: str | None = None) -> dict | None:
     """Train ResNet50 from scratch, choose the epoch on validation, evaluate test once.
 
     Args:
@@ -409,6 +413,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
             return None; the next call with the same arguments resumes from last.pt.
         processes: training processes (DDP); None = one per visible GPU (1 on the CPU), see
             :func:`sdi.distributed.world_size_for`. ``batch_size`` is split between them.
+        tracking: TensorBoard (``out_dir/tensorboard``) and/or W&B (:class:`sdi.tracking.TrackingConfig`);
+            None tracks nothing. run_name: the W&B run name (default: out_dir).
 
     Returns:
         The content of metrics.json (see the module docstring), or None when stopped early.
@@ -424,7 +430,8 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
                       num_classes: int, class_names: list[str] | None, epochs: int, batch_size: int, lr: float,
                       momentum: float, weight_decay: float, resize: int, crop: int, augment: str, augment_at: str,
                       seed: int, device: str, num_workers: int, synthetic: pd.DataFrame | None, amp: bool,
-                      stop_after_epoch: int | None) -> dict | None:
+                      stop_after_epoch: int | None, tracking: TrackingConfig | None = None,
+                      run_name: str | None = None) -> dict | None:
     """The body of :func:`train_classifier`, in one process or in each rank of a process group."""
     t_start = time.time()
     out_dir = Path(out_dir)
@@ -531,7 +538,11 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
                     "train, %d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s",
                     device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"], len(val),
                     len(test), num_classes, len(train_loader), start_epoch, epochs, augment, augment_at)
-    seen = 0
+    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
+    tracker = Tracker(out_dir, tracking or TrackingConfig(tensorboard=False), run_name=run_name or str(out_dir),
+                      config=params, resume_step=start_epoch if start_epoch > 1 else None, enabled=main)
+    progress = tqdm(total=epochs, initial=start_epoch - 1, desc="classifier", unit="epoch", disable=not main)
+    seen, images_trained, t_train = 0, 0, time.time()
     for epoch in range(start_epoch, epochs + 1):
         generator.manual_seed(_epoch_seed(seed, epoch) ^ rank)
         if world > 1:
@@ -545,6 +556,11 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
         val_metrics = classification_metrics(y_true, y_pred, num_classes)
         history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
                         "val_loss": val_loss, "val_top1": val_metrics["top1"], "val_balanced": val_metrics["balanced"]})
+        images_trained += seen
+        progress.update(1)
+        tracker.scalars({"train/loss": train_loss, "train/top1": train_top1, "val/loss": val_loss,
+                         "val/top1": val_metrics["top1"], "val/balanced": val_metrics["balanced"], "lr": epoch_lr},
+                        epoch)
         if val_metrics["top1"] > best_val:  # strict: ties keep the earlier epoch
             best_epoch, best_val = epoch, val_metrics["top1"]
         rng = distributed.all_gather_object(_rng_states())  # collective: every rank takes part
@@ -566,8 +582,12 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < epochs:
             if main:
                 logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, last_path)
+            tracker.close()
+            progress.close()
             distributed.barrier()
             return None
+    progress.close()
+    train_rate = images_trained / max(time.time() - t_train, 1e-9)
     distributed.barrier()  # best.pt is written
 
     # --- test, once, with the epoch chosen on validation
@@ -583,6 +603,9 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
     if not main:
         return metrics
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
-    logger.info("test top-1 %.2f%%, balanced %.2f%% (best val epoch %d of %d) -> %s", metrics["top1"],
-                metrics["balanced"], best_epoch, epochs, out_dir / "metrics.json")
+    tracker.scalars({"test/top1": metrics["top1"], "test/balanced": metrics["balanced"]}, best_epoch)
+    tracker.close()
+    logger.info("classifier done: best val top-1 %.2f%% (epoch %d of %d), test top-1 %.2f%%, balanced %.2f%%, "
+                "%.1f train images/s this run -> %s", best_val, best_epoch, epochs, metrics["top1"],
+                metrics["balanced"], train_rate, out_dir / "metrics.json")
     return metrics

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,7 @@ def extract_embeddings(manifest: pd.DataFrame, projector_dir: str | Path, clip_p
     if missing:
         raise ValueError(f"manifest: missing column(s) {sorted(missing)}; pass a split manifest "
                          "(results/<dataset>/split/train.parquet)")
+    t_start = time.monotonic()
     dev = resolve_device(device)
     clip_model, processor = load_clip_vision(clip_path, device=dev)
     projector = SemanticProjector.from_pretrained(projector_dir).to(dev).eval()
@@ -106,7 +108,9 @@ def extract_embeddings(manifest: pd.DataFrame, projector_dir: str | Path, clip_p
     })
     table["clip_embedding"] = list(clip.numpy().astype(np.float32))
     table["embedding"] = list(projected.numpy().astype(np.float32))
-    logger.info("extracted %d embeddings (d_clip=%d, d_cross=%d)", len(table), clip.shape[1], projected.shape[1])
+    elapsed = time.monotonic() - t_start
+    logger.info("embeddings done: %d images in %.1f s (%.1f images/s), d_clip=%d, d_cross=%d", len(table), elapsed,
+                len(table) / max(elapsed, 1e-9), clip.shape[1], projected.shape[1])
     return table
 
 

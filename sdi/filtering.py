@@ -18,7 +18,9 @@ Outputs of :func:`filter_generated` (in ``out_dir``):
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ from tqdm import tqdm
 from sdi.datasets import load_rgb
 from sdi.models import load_clip, resolve_device, resolve_dtype
 from sdi.tables import atomic_write, write_parquet
+
+logger = logging.getLogger(__name__)
 
 FILTER_PROMPT = "a photo of a {class_name}"
 SCORES = ("cosine", "reference")
@@ -251,6 +255,7 @@ def filter_generated(
     Returns:
         The scored manifest (input columns + score, rank, kept), sorted by (label, sample_id).
     """
+    t_start = time.monotonic()
     check_manifest(manifest)
     if not 0.0 <= keep_ratio <= 1.0:
         raise FilterError(f"filter.keep_ratio: {keep_ratio} must be in [0, 1]")
@@ -267,4 +272,8 @@ def filter_generated(
     atomic_write(out_dir / OUTPUT_FILES["counts"], lambda p: counts.to_csv(p, index=False))
     grid = preview_grid(scored, n_classes=grid_classes, per_row=grid_per_row)
     atomic_write(out_dir / OUTPUT_FILES["grid"], lambda p: grid.save(p, format="PNG"))
+    elapsed = time.monotonic() - t_start
+    logger.info("filter done: %d images scored in %.1f s (%.1f images/s), %d kept in %d classes (keep_ratio %s)",
+                len(scored), elapsed, len(scored) / max(elapsed, 1e-9), int(scored.kept.sum()),
+                scored.label.nunique(), keep_ratio)
     return scored

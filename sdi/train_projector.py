@@ -16,7 +16,8 @@ One readable loop in the style of torchvision's reference ``train.py``:
   rows so far) are written atomically; a restart resumes from the newest one. The random
   streams of an epoch are derived from (seed, epoch, process), so a resumed run draws
   exactly what an uninterrupted one would;
-- the final projector goes to ``out_dir/projector/`` (or ``projector_dir``); the loss of every step to a CSV.
+- the final projector goes to ``out_dir/projector/`` (or ``projector_dir``); the loss of every step to a CSV
+  and, through accelerate's trackers, to TensorBoard (``tracking_dir/tensorboard``) and optionally W&B.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from sdi.datasets import load_rgb
 from sdi.embeddings import clip_image_embeddings
 from sdi.models import DTYPES, load_clip_vision, load_sd_pipeline, model_dims, resolve_device
 from sdi.projector import SemanticProjector
+from sdi.tracking import TrackingConfig, accelerate_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +233,8 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
                     weight_decay: float = 0.01, drop_prob: float = 0.05, image_size: int | None = None,
                     hidden_dim: int = 1024, mixed_precision: str = "no", checkpoint_every: int = 10, seed: int = 0,
                     device: str = "auto", loss_csv: str | Path | None = None, projector_dir: str | Path | None = None,
-                    num_workers: int = 0, processes: int | None = None) -> TrainResult:
+                    num_workers: int = 0, processes: int | None = None, tracking: TrackingConfig | None = None,
+                    tracking_dir: str | Path | None = None, run_name: str | None = None) -> TrainResult:
     """Train a :class:`SemanticProjector` on the manifest's images; resume from out_dir if it has checkpoints.
 
     Args:
@@ -248,6 +252,8 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
         num_workers: DataLoader worker processes for image decoding.
         processes: training processes (data parallel); None = one per visible GPU (1 on the
             CPU), see :func:`sdi.distributed.world_size_for`.
+        tracking: TensorBoard / W&B (:class:`sdi.tracking.TrackingConfig`; None: none) of loss and lr per
+            step; event files in ``tracking_dir/tensorboard`` (default out_dir). run_name: the W&B run name.
     """
     options = {k: v for k, v in locals().items() if k != "processes"}  # the arguments above, as passed
     world = distributed.world_size_for(device, processes, key="projector.processes")
@@ -260,7 +266,8 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
                      vae_path: str | Path | None, epochs: int, batch_size: int, lr: float, weight_decay: float,
                      drop_prob: float, image_size: int | None, hidden_dim: int, mixed_precision: str,
                      checkpoint_every: int, seed: int, device: str, loss_csv: str | Path | None,
-                     projector_dir: str | Path | None, num_workers: int) -> TrainResult:
+                     projector_dir: str | Path | None, num_workers: int, tracking: TrackingConfig | None = None,
+                     tracking_dir: str | Path | None = None, run_name: str | None = None) -> TrainResult:
     """The body of :func:`train_projector`, in one process or in each of several (accelerate)."""
     from accelerate import Accelerator
 
@@ -279,8 +286,6 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
     if mixed_precision == "fp16" and dev.type == "cpu":
         logger.info("mixed_precision fp16 is not available on the CPU; training in fp32")
         mixed_precision = "no"
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=dev.type == "cpu")
-    main = accelerator.is_main_process
     settings = {"seed": seed, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
                 "drop_prob": drop_prob, "image_size": image_size, "hidden_dim": hidden_dim,
                 "d_clip": dims.d_clip, "d_cross": dims.d_cross, "images": _fingerprint(manifest)}
@@ -294,8 +299,14 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
             detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise ValueError(f"{checkpoint}: was trained with other settings ({detail}); use another out_dir "
                              f"or delete {out_dir} to start over")
-        if main:
+        if distributed.is_main_process():
             logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state["epoch"], state["global_step"])
+    # A resumed run drops the events a killed run logged after its checkpoint (accelerate: main process only).
+    trackers = [] if tracking is None else accelerate_trackers(
+        tracking_dir or out_dir, tracking, run_name=run_name or str(out_dir), config=settings,
+        resume_step=None if state is None else state["global_step"] + 1, clear=distributed.is_main_process())
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=dev.type == "cpu", log_with=trackers or None)
+    main = accelerator.is_main_process
     final = Path(projector_dir) if projector_dir else out_dir / "projector"
     if main:  # temp folders left by a killed run
         stale = [*out_dir.glob(".tmp-*"), *out_dir.glob(".old-*"),
@@ -344,8 +355,10 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
         logger.info("training the projector: %d images, %d epochs x %d steps, batch %d x %d process(es), "
                     "image size %d, mixed precision %s, device %s", len(paths), epochs, steps_per_epoch, batch_size,
                     accelerator.num_processes, image_size, mixed_precision, accelerator.device)
+    accelerator.init_trackers("sdi")  # the trackers were made above; accelerate starts them on the main process
     progress = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="projector",
                     unit="step", disable=not main, mininterval=2)
+    t_train, images_trained = time.monotonic(), 0
     for epoch in range(start_epoch + 1, epochs + 1):
         # Every random stream restarts from (seed, epoch): resuming draws what a full run draws.
         data_generator.manual_seed(epoch_seed(seed, epoch))
@@ -365,10 +378,13 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
             epoch_losses.append(value)
             loss_rows.append({"epoch": epoch, "step": global_step, "loss": value,
                               "lr": optimizer.param_groups[0]["lr"]})
+            accelerator.log({"loss": value, "lr": optimizer.param_groups[0]["lr"]}, step=global_step)
             progress.update(1)
             progress.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
         if accelerator.num_processes > 1:
             logger.info("epoch %d/%d: %d images on this process", epoch, epochs, seen)
+        images_trained += seen * accelerator.num_processes
+        accelerator.log({"epoch_loss": float(np.mean(epoch_losses))}, step=global_step)
         if main:
             logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, float(np.mean(epoch_losses)))
             write_loss_csv(loss_rows, loss_csv)
@@ -380,9 +396,13 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
                                  "rng": rng, "settings": settings}, loss_rows)
         accelerator.wait_for_everyone()
     progress.close()
+    accelerator.end_training()
 
     if main:
         save_projector(accelerator.unwrap_model(projector), final)
-        logger.info("projector written to %s", final)
+        elapsed = time.monotonic() - t_train
+        logger.info("projector done: %d epochs, %d steps, %.1f images/s this run, last epoch mean loss %s -> %s",
+                    epochs, global_step, images_trained / max(elapsed, 1e-9),
+                    f"{np.mean(epoch_losses):.5f}" if start_epoch < epochs else "n/a", final)
     accelerator.wait_for_everyone()
     return TrainResult(final, start_epoch, epochs, global_step)

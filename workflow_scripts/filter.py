@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pandas as pd
 
 from sdi.filtering import filter_generated
+from sdi.tracking import TrackingConfig, log_image
 from sdi.workflow import logged
 
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
@@ -9,5 +12,8 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
     scored = filter_generated(manifest, p.models["clip"], p.keep_ratio, out_dir, batch_size=p.batch_size,
                               device=p.device, dtype=p.dtype, score=p.score,
                               num_workers=max(0, snakemake.threads - 1))  # noqa: F821
+    variant_dir = Path(snakemake.input.shards[0]).parents[1]  # noqa: F821  results/<dataset>/sei/<variant>
+    log_image(variant_dir, TrackingConfig.from_config(snakemake.config), "filter/kept_and_dropped",  # noqa: F821
+              Path(out_dir) / "grid.png", run_name=str(variant_dir), job="filter")
     log.info("%d generated images in %d classes, %d kept (keep_ratio %s, score %s) -> %s",
              len(scored), scored.label.nunique(), int(scored.kept.sum()), p.keep_ratio, p.score, out_dir)

@@ -1,5 +1,6 @@
 from sdi.generation import generate_shard, write_manifest
 from sdi.sampling import read_samples
+from sdi.tracking import TrackingConfig, image_grid, log_image
 from sdi.workflow import logged
 
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
@@ -8,5 +9,8 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
     log.info("shard %d: %d samples, mode %s, images under %s/images", p.shard, len(samples), p.mode, p.out_dir)
     manifest = generate_shard(samples, p.models["sd"], p.out_dir, vae_path=p.models["vae"], mode=p.mode,
                               device=p.device, **p.options)
+    # A preview for TensorBoard (config.tracking, read at run time): <out_dir>/tensorboard/, one event file per shard.
+    log_image(p.out_dir, TrackingConfig.from_config(snakemake.config), f"generation/shard{p.shard}",  # noqa: F821
+              image_grid(manifest.path[:32]), run_name=p.out_dir, job=f"generate-shard{p.shard}")
     write_manifest(manifest, snakemake.output[0])  # noqa: F821
     log.info("wrote %s (%d images)", snakemake.output[0], len(manifest))  # noqa: F821

@@ -5,7 +5,8 @@ input:  split: folder with train.parquet, val.parquet, test.parquet (image_id, p
         shards (methods with pool generated): the variant's generation shard manifests (path, label, ...).
 output: metrics (<out_dir>/metrics.json), log_csv (<out_dir>/log.csv), run_config (the run's settings
         snapshot). out_dir also receives train_set.parquet (the exact training set), best.pt and the
-        resumable last.pt (not declared, so a killed job resumes from last.pt).
+        resumable last.pt (not declared, so a killed job resumes from last.pt) and tensorboard/ (config.tracking,
+        read at run time: changing it reruns nothing).
 params: out_dir; settings: train_classifier keywords (config.classifier with the method's augment and
         augment_at and the run's seed); training_set: variant, pool, multiples, real_copies, keep_ratio,
         draw_seed (sdi.training_set.build_training_set); snapshot: every setting the run depends on
@@ -19,7 +20,8 @@ import torch
 
 from sdi.classifier import train_classifier
 from sdi.summary import write_run_config
-from sdi.training_set import build_training_set, synthetic_pool
+from sdi.tracking import TrackingConfig
+from sdi.training_set import method_training_set, read_generated
 from sdi.workflow import logged
 
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
@@ -36,21 +38,14 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
     name_of = dict(zip(names.label, names.class_name, strict=True))
     write_run_config(p.snapshot, out.run_config)
 
-    ts = p.training_set
-    pool = None
-    if inp.get("filtered"):
-        path = Path(inp.filtered) / "manifest.parquet"
-        generated = pd.read_parquet(path)
-        pool = synthetic_pool(generated, "kept", ts["keep_ratio"], source=str(path))
-        log.info("%s: %d of %d generated images kept%s", path, len(pool), len(generated),
-                 f" (re-selected at keep_ratio {ts['keep_ratio']})" if ts["keep_ratio"] is not None else "")
-    elif inp.get("shards"):
-        generated = pd.concat([pd.read_parquet(f) for f in inp.shards], ignore_index=True)
-        pool = synthetic_pool(generated, "generated", source=f"{ts['variant']} shard manifests")
-        log.info("%s: %d generated images (unfiltered pool)", ts["variant"], len(pool))
-    train = build_training_set(split["train"], synthetic=pool, multiples=ts["multiples"],
-                               real_copies=ts["real_copies"], variant=ts["variant"], seed=ts["draw_seed"])
+    ts = p.training_set  # the same rows sdi.export writes for results/<dataset>/export/<method>
+    generated, source = read_generated(inp.get("filtered"), inp.get("shards"))
+    train, pool = method_training_set(split["train"], generated, source=source, **ts)
+    if pool is not None:
+        log.info("%s: %d of %d generated images in the pool (pool %s%s)", source, len(pool), len(generated),
+                 ts["pool"], f", re-selected at keep_ratio {ts['keep_ratio']}" if ts["keep_ratio"] is not None else "")
     log.info("training set: %d rows (%s)", len(train), train.source.value_counts().to_dict())
     train_classifier(train, split["val"], split["test"], out_dir, num_classes=num_classes,
                      class_names=[name_of.get(c, str(c)) for c in range(num_classes)], device=p.device,
-                     **p.settings)
+                     tracking=TrackingConfig.from_config(snakemake.config),  # noqa: F821
+                     run_name=p.out_dir.removeprefix("results/"), **p.settings)

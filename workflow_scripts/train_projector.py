@@ -6,12 +6,15 @@ params: models ({sd, vae, clip}; vae is the generation VAE and is not used here)
         checkpoint_dir (not an output: Snakemake keeps it after a failed or killed job, and the
         rerun resumes from it), settings (config.projector), device
 threads: DataLoader workers (minus the main process)
+tracking: config.tracking (read at run time: changing it reruns nothing); TensorBoard events go to
+        results/<dataset>/projector/tensorboard/ (beside the loss CSV)
 """
 
 from pathlib import Path
 
 import pandas as pd
 
+from sdi.tracking import TrackingConfig
 from sdi.train_projector import train_projector
 from sdi.workflow import logged
 
@@ -25,6 +28,8 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
         pd.read_parquet(Path(inp.split) / "train.parquet"), p.models["sd"], p.models["clip"], p.checkpoint_dir,
         **settings, device=p.device, loss_csv=out.loss, projector_dir=out.projector,
         num_workers=max(0, snakemake.threads - 1),  # noqa: F821
+        tracking=TrackingConfig.from_config(snakemake.config), tracking_dir=Path(out.loss).parent,  # noqa: F821
+        run_name=f"{snakemake.wildcards.dataset}/projector",  # noqa: F821
     )
     log.info("projector: %s (resumed from epoch %d, %d steps)", result.projector_dir, result.resumed_from,
              result.global_step)

@@ -1,0 +1,230 @@
+"""Experiment tracking: TensorBoard event files (on by default) and, optionally, Weights & Biases.
+
+Config (``tracking:``, see config/schema.yaml)::
+
+    tracking:
+      tensorboard: true                         # event files under each run's tensorboard/ folder
+      wandb: {project: sdi, mode: offline}      # optional; needs `pip install 'sdi[wandb]'`
+
+Where the event files go (``tensorboard --logdir results`` shows them all):
+
+- ``results/<dataset>/projector/tensorboard/``: projector loss and lr per step, mean loss per epoch;
+- ``results/<dataset>/classifier/<method>/seed<k>/tensorboard/``: train loss/top-1, val loss/top-1/
+  balanced and lr per epoch, test top-1 at the end;
+- ``results/<dataset>/sei/<variant>/tensorboard/``: a grid of generated images per shard and the
+  filter's kept/dropped grid.
+
+The projector trainer uses accelerate, so its trackers are accelerate's (:func:`accelerate_trackers`);
+the classifier and the grids use :class:`Tracker` (a ``SummaryWriter`` and a plain ``wandb`` run).
+Only the main process of a multi-process run writes. Nothing here imports tensorboard or wandb until a
+tracker is made, and wandb only when ``tracking.wandb`` is set: ``import sdi.tracking`` is light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+WANDB_MODES = ("offline", "online")
+EVENT_PREFIX = "events.out.tfevents."
+
+
+class TrackingError(RuntimeError):
+    """Tracking is configured but cannot work (e.g. wandb is not installed)."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """What to track: ``tensorboard`` (bool) and ``wandb`` (None, or {'project': str, 'mode': 'offline' | 'online',
+    optional 'entity'})."""
+
+    tensorboard: bool = True
+    wandb: Mapping | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> TrackingConfig:
+        """From a workflow config (its ``tracking`` section; defaults when absent)."""
+        section = dict(config.get("tracking") or {})
+        wandb = section.get("wandb")
+        if wandb is not None:
+            if not isinstance(wandb, Mapping) or not wandb.get("project"):
+                raise TrackingError(f"config.tracking.wandb: {wandb!r} needs a project, e.g. "
+                                    "{project: sdi, mode: offline}; remove it to track with TensorBoard only")
+            mode = wandb.get("mode", "offline")
+            if mode not in WANDB_MODES:
+                raise TrackingError(f"config.tracking.wandb.mode: {mode!r} is not one of {list(WANDB_MODES)}")
+            wandb = {**wandb, "mode": mode}
+        return cls(tensorboard=bool(section.get("tensorboard", True)), wandb=wandb)
+
+
+def tracking_problem(config: Mapping) -> str | None:
+    """Why ``config.tracking`` cannot work here, or None; checked while the workflow is planned, without
+    importing wandb (its presence is looked up only)."""
+    import importlib.util
+
+    try:
+        tracking = TrackingConfig.from_config(config)
+    except TrackingError as exc:
+        return str(exc)
+    if tracking.wandb is not None and importlib.util.find_spec("wandb") is None:
+        try:
+            require_wandb()
+        except TrackingError as exc:
+            return str(exc)
+    return None
+
+
+def require_wandb():
+    """The ``wandb`` module, or a TrackingError that says how to install it or turn it off."""
+    try:
+        import wandb
+    except ImportError:
+        raise TrackingError("config.tracking.wandb is set, but the wandb package is not installed: "
+                            "pip install 'sdi[wandb]' (the optional extra in pyproject.toml), or remove "
+                            "config.tracking.wandb to track with TensorBoard only") from None
+    return wandb
+
+
+def clear_events(tensorboard_dir: str | os.PathLike, suffix: str = "") -> None:
+    """Remove the event files of an earlier run (a run that starts from scratch) whose names end with
+    ``suffix`` (a writer's ``filename_suffix``), nothing else."""
+    folder = Path(tensorboard_dir)
+    if folder.is_dir():
+        for path in folder.glob(f"{EVENT_PREFIX}*{suffix}"):
+            path.unlink(missing_ok=True)
+
+
+def _wandb_init_kwargs(wandb: Mapping, run_name: str, run_dir: Path, config: Mapping | None) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = {"name": run_name, "mode": wandb["mode"], "dir": str(run_dir), "config": dict(config or {}),
+              "reinit": "finish_previous"}
+    if wandb.get("entity"):
+        kwargs["entity"] = wandb["entity"]
+    return kwargs
+
+
+class Tracker:
+    """TensorBoard and/or W&B for a run that does not use accelerate; a no-op where disabled.
+
+    Args:
+        run_dir: the run's folder; event files go to ``run_dir/tensorboard``, W&B's files to ``run_dir/wandb``.
+        tracking: what to track (:class:`TrackingConfig`).
+        run_name: the W&B run name (e.g. ``demo/classifier/sdi/seed0``).
+        config: hyperparameters for W&B.
+        resume_step: None for a run from scratch (its earlier event files are removed); else the first step
+            this process logs, and events at or after it from a killed run are discarded (``purge_step``).
+        events_suffix: ends the names of this writer's event files, and only those are removed for a run
+            from scratch (jobs that share a folder, e.g. generation shards, set one each).
+        enabled: False on every process but the main one.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, tracking: TrackingConfig, *, run_name: str,
+                 config: Mapping | None = None, resume_step: int | None = None, events_suffix: str = "",
+                 enabled: bool = True):
+        self.writer = self.wandb_run = None
+        if not enabled:
+            return
+        run_dir = Path(run_dir)
+        if tracking.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            if resume_step is None:
+                clear_events(run_dir / "tensorboard", events_suffix)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step,
+                                        filename_suffix=events_suffix)
+        if tracking.wandb is not None:
+            wandb = require_wandb()
+            self.wandb_run = wandb.init(project=tracking.wandb["project"],
+                                        **_wandb_init_kwargs(tracking.wandb, run_name, run_dir, config))
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Log {tag: number} at step."""
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, float(value), global_step=step)
+            self.writer.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: float(v) for k, v in values.items()}, step=step)
+
+    def image(self, tag: str, image, step: int = 0) -> None:
+        """Log a PIL image (e.g. a sample grid) at step."""
+        if self.writer is not None:
+            import numpy as np
+
+            self.writer.add_image(tag, np.asarray(image.convert("RGB")), global_step=step, dataformats="HWC")
+            self.writer.flush()
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({tag: wandb.Image(image)}, step=step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+        self.writer = self.wandb_run = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def accelerate_trackers(run_dir: str | os.PathLike, tracking: TrackingConfig, *, run_name: str,
+                        config: Mapping | None = None, resume_step: int | None = None, clear: bool = True) -> list:
+    """accelerate trackers (``Accelerator(log_with=...)``) for ``run_dir/tensorboard`` and W&B.
+
+    resume_step: as for :class:`Tracker`. clear: remove earlier event files of a run from scratch (the
+    main process only). accelerate starts the trackers, and writes, on the main process only.
+    """
+    from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+    run_dir = Path(run_dir)
+    trackers = []
+    if tracking.tensorboard:
+        if resume_step is None and clear:
+            clear_events(run_dir / "tensorboard")
+        trackers.append(TensorBoardTracker("tensorboard", run_dir, purge_step=resume_step))
+    if tracking.wandb is not None:
+        require_wandb()
+        trackers.append(WandBTracker(tracking.wandb["project"],
+                                     **_wandb_init_kwargs(tracking.wandb, run_name, run_dir, config)))
+    return trackers
+
+
+def image_grid(paths: Sequence[str | os.PathLike], columns: int = 8, thumb: int = 64):
+    """A PIL grid of the images at paths (row-major, ``thumb`` px squares): a preview for TensorBoard."""
+    from PIL import Image
+
+    from sdi.datasets import load_rgb
+
+    paths = list(paths)
+    rows = max(1, -(-len(paths) // columns))
+    grid = Image.new("RGB", (min(columns, max(1, len(paths))) * thumb, rows * thumb), "white")
+    for i, path in enumerate(paths):
+        grid.paste(load_rgb(path).resize((thumb, thumb), Image.Resampling.BICUBIC),
+                   ((i % columns) * thumb, (i // columns) * thumb))
+    return grid
+
+
+def log_image(run_dir: str | os.PathLike, tracking: TrackingConfig, tag: str, image, *, run_name: str,
+              job: str, step: int = 0) -> None:
+    """Log one image (a PIL image, or an image file) to ``run_dir/tensorboard`` in event files of its own,
+    named after ``job`` (e.g. ``generate-shard0``): a rerun of the job replaces its own event file and
+    leaves the other jobs' alone (several jobs write grids into one variant folder). TensorBoard only:
+    a W&B run per generation shard would bury the training runs."""
+    if not tracking.tensorboard:
+        return
+    if isinstance(image, str | os.PathLike):
+        from sdi.datasets import load_rgb
+
+        image = load_rgb(image)
+    with Tracker(run_dir, TrackingConfig(tensorboard=True), run_name=run_name, events_suffix=f".{job}") as tracker:
+        tracker.image(tag, image, step)
