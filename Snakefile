@@ -20,6 +20,7 @@ include: "rules/generation.smk"
 include: "rules/filtering.smk"
 include: "rules/classifier.smk"
 include: "rules/report.smk"
+include: "rules/export.smk"
 
 
 rule all:
