@@ -46,46 +46,14 @@ VAE_DECODE_TFLOP = 2.48
 CUB_TRAIN_IMAGES = 5994
 CUB_EXPANSION = 40
 
-# The configs of SD v1.5's unet/, vae/ and text_encoder/ (runwayml/stable-diffusion-v1-5).
-SD15_UNET = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
-    "flip_sin_to_cos": True, "freq_shift": 0,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "downsample_padding": 1,
-    "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5,
-    "cross_attention_dim": 768, "attention_head_dim": 8,
-}
-SD15_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "sample_size": 512,
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "act_fn": "silu", "norm_num_groups": 32,
-}
-SD15_TEXT = {
-    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768,
-    "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
-}
+def build_sd15_random(folder: Path, device: torch.device) -> Path:
+    """SD v1.5's architecture with random weights in the hub's layout (:mod:`sdi.random_models`), fp32 files.
 
+    Initialised on device (on a GPU: seconds instead of a minute); ImageGenerator casts to --dtype.
+    """
+    from sdi.random_models import build_random_sd
 
-def build_sd15_random(folder: Path, device: torch.device, dtype: torch.dtype) -> Path:
-    """Save SD v1.5's architecture with random weights in the diffusers layout."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from sdi.generation import make_scheduler
-    from sdi.tokenizer import write_clip_tokenizer
-
-    torch.manual_seed(0)
-    with torch.device(device):  # random init on the GPU: seconds instead of a minute
-        unet = UNet2DConditionModel(**SD15_UNET).to(dtype)
-        vae = AutoencoderKL(**SD15_VAE).to(dtype)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT)).to(dtype)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=write_clip_tokenizer(
-        folder / "tokenizer"), unet=unet, scheduler=make_scheduler("ddim"), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    del pipe, unet, vae, text_encoder
+    folder = build_random_sd(folder, "full", precisions=("fp32",), device=device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return folder
@@ -158,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
             sd = args.sd
         elif gpu:
             print("building SD v1.5 architecture with random weights ...", flush=True)
-            sd = build_sd15_random(tmp / "sd15", device, torch.float16 if args.dtype == "fp16" else torch.bfloat16)
+            sd = build_sd15_random(tmp / "sd15", device)
         else:
             from sdi.tiny_models import build_tiny_sd
 

@@ -361,3 +361,144 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and name == "fp16":
         return torch.float32
     return DTYPES[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# The filter's CLIP: transformers' CLIPModel (models.clip, default) or an open_clip model (models.filter_clip)
+
+
+class ClipEmbedder:
+    """Image and text embeddings of a CLIP, whatever library holds it: what the filter and the
+    CLIP-space diagnostics need.
+
+    preprocess(PIL image) -> [3, S, S] float32 pixels; image_embeds([B, 3, S, S]) and
+    text_embeds(list of B strings) -> [B, D] float32 projected embeddings, not normalised.
+    projection_dim: D. name: what was loaded, for logs and errors.
+    """
+
+    projection_dim: int
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def preprocess(self, image) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_embeds(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TransformersClip(ClipEmbedder):
+    """A ``CLIPModel`` folder (clip-vit-large-patch14 layout), see :func:`load_clip`."""
+
+    def __init__(self, folder: str | Path, *, device: torch.device, dtype: torch.dtype):
+        self.model, self.processor, self.tokenizer = load_clip(folder, device=device, dtype=dtype)
+        self.projection_dim = int(self.model.config.projection_dim)
+        self.name, self.device, self.dtype = str(folder), torch.device(device), dtype
+
+    def preprocess(self, image) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    @torch.inference_mode()
+    def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        return self.model.get_image_features(pixel_values=pixels).pooler_output.float()
+
+    @torch.inference_mode()
+    def text_embeds(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        return self.model.get_text_features(input_ids=tokens.input_ids,
+                                            attention_mask=tokens.attention_mask).pooler_output.float()
+
+
+class OpenClip(ClipEmbedder):
+    """An open_clip architecture with a local weights file (``models.filter_clip``), see :func:`filter_clip_errors`."""
+
+    def __init__(self, spec: dict, *, device: torch.device, dtype: torch.dtype):
+        import open_clip
+
+        problems = filter_clip_errors(spec)
+        if problems:
+            raise ModelFolderError("; ".join(problems))
+        architecture = _register_open_clip_config(spec)
+        model, _, self._preprocess = open_clip.create_model_and_transforms(
+            architecture, pretrained=str(spec["weights"]), device="cpu", load_weights=True)
+        self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(architecture)
+        self.projection_dim = int(model.text_projection.shape[1] if getattr(model, "text_projection", None) is not None
+                                  else model.visual.output_dim)
+        self.name = f"open_clip {architecture} ({spec['weights']})"
+        self.device, self.dtype = torch.device(device), dtype
+
+    def preprocess(self, image) -> torch.Tensor:
+        return self._preprocess(image)
+
+    @torch.inference_mode()
+    def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels.to(self.device, dtype=self.dtype, non_blocking=True)).float()
+
+    @torch.inference_mode()
+    def text_embeds(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float()
+
+
+FILTER_CLIP_KEY = "models.filter_clip"
+
+
+def _register_open_clip_config(spec: dict) -> str:
+    """The architecture name, after registering spec['config'] (a JSON model config) with open_clip."""
+    import open_clip
+
+    if spec.get("config"):
+        open_clip.add_model_config(Path(spec["config"]))  # registered under the file's stem
+    return spec["architecture"]
+
+
+def filter_clip_errors(spec: dict | None) -> list[str]:
+    """Problems of a ``models.filter_clip`` entry, from its files alone (nothing is loaded).
+
+    spec: None (the transformers CLIP of models.clip) or ``{architecture, weights, config}``:
+    an open_clip model name (``open_clip.list_models()``, e.g. ``ViT-L-14``) or the stem of
+    ``config``, a JSON model config for architectures open_clip does not ship; weights: a local
+    checkpoint file (.bin / .pt / .safetensors).
+    """
+    if not spec:
+        return []
+    import open_clip
+
+    key, problems = FILTER_CLIP_KEY, []
+    config = spec.get("config")
+    if config:
+        config = Path(config)
+        if not config.is_file():
+            problems.append(f"{key}.config: file {config} does not exist; set it to an open_clip model config "
+                            "JSON (embed_dim, vision_cfg, text_cfg) or to null for a built-in architecture")
+        elif config.stem != spec.get("architecture"):
+            problems.append(f"{key}.architecture: {spec.get('architecture')!r} must be the config file's name "
+                            f"without .json ({config.stem!r}), which is what open_clip registers it as")
+    elif spec.get("architecture") not in open_clip.list_models():
+        close = [m for m in open_clip.list_models() if str(spec.get("architecture", "")).lower() in m.lower()][:5]
+        problems.append(f"{key}.architecture: {spec.get('architecture')!r} is not an open_clip model "
+                        f"(e.g. {', '.join(close or ['ViT-L-14', 'ViT-H-14', 'ViT-bigG-14'])}); name one, "
+                        f"or give {key}.config for a custom architecture")
+    weights = Path(spec.get("weights") or "")
+    if not spec.get("weights") or not weights.is_file():
+        problems.append(f"{key}.weights: file {weights} does not exist; set it to the local open_clip checkpoint "
+                        f"of {spec.get('architecture')} (e.g. open_clip_pytorch_model.bin)")
+    else:
+        problem = check_weight_file(weights)
+        if problem:
+            problems.append(f"{key}.weights: {weights} is truncated or corrupt ({problem}): the download was cut "
+                            "short; delete it and download it again")
+    return problems
+
+
+def load_filter_clip(clip: str | Path, filter_clip: dict | None = None, *, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32) -> ClipEmbedder:
+    """The filter's CLIP: the open_clip model of filter_clip when given, else the CLIPModel folder clip."""
+    if filter_clip:
+        return OpenClip(filter_clip, device=torch.device(device), dtype=dtype)
+    return TransformersClip(clip, device=torch.device(device), dtype=dtype)

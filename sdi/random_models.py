@@ -152,7 +152,8 @@ def save_component(model: torch.nn.Module, folder: str | Path, *, precisions: Se
         model.save_config(folder)
     for precision in precisions:
         variant, dtype = PRECISIONS[precision]
-        state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                 for k, v in model.state_dict().items()}
         for fmt in formats:
             path = folder / _weights_name(model, fmt, variant)
             if fmt == "safetensors":
@@ -327,3 +328,31 @@ def build_fullsize_models(root: str | Path, *, sd_precisions: Sequence[str] = ("
         "clip": build_random_clip(root / "clip-vit-large-patch14", "full", seed=seed + 2, formats=formats,
                                   device=device),
     }
+
+
+# An open_clip architecture of the tiny size (open_clip ships no model this small): for models.filter_clip tests.
+TINY_OPEN_CLIP = {
+    "embed_dim": 24,  # deliberately not TINY_WIDTH: the filter's CLIP space is its own
+    "vision_cfg": {"image_size": TINY_CLIP_IMAGE_SIZE, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def build_tiny_open_clip(folder: str | Path, *, seed: int = 3, name: str = "sdi-tiny-open-clip") -> dict:
+    """Write an open_clip model config (``{name}.json``) and random weights (``open_clip_pytorch_model.bin``,
+    a torch.save'd state dict as open_clip's releases ship) into folder.
+
+    Returns the ``models.filter_clip`` entry for them: ``{architecture, weights, config}``.
+    """
+    import open_clip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / f"{name}.json"
+    _write_json(config, TINY_OPEN_CLIP)
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
+    weights = folder / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), weights)
+    return {"architecture": name, "weights": str(weights), "config": str(config)}
