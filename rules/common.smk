@@ -15,11 +15,11 @@ from sdi.config import (
 from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
 from sdi.fingerprints import write_listing
 from sdi.medmnist import npz_path
+from sdi.models import projector_fit_errors
 from sdi.summary import experiment_errors, methods, run_snapshot
 from sdi.tracking import tracking_problem
 
 try:
-from sdi.models import projector_fit_errors
     validate_config(config, workflow.source_path("../config/schema.yaml"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
@@ -33,6 +33,12 @@ if tracking_problem(config):  # e.g. tracking.wandb set without the wandb packag
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
+# A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job.
+_misfits = projector_fit_errors(
+    MODELS, {d: f"results/{d}/projector/final" for d in DATASETS}
+)
+if _misfits:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_misfits))
 
 
 VARIANTS = list(config["variants"])
@@ -47,12 +53,6 @@ def _alternation(names):
 
 
 wildcard_constraints:
-# A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job.
-_misfits = projector_fit_errors(
-    MODELS, {d: f"results/{d}/projector/final" for d in DATASETS}
-)
-if _misfits:
-    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_misfits))
     dataset=_alternation(DATASETS),
     variant=_alternation(VARIANTS),
     other_variant=_alternation(v for v in VARIANTS if v != DEFAULT_VARIANT),
