@@ -25,7 +25,7 @@ SMALL = {
     "demo_data": {"train_per_class": 5, "test_per_class": 2, "image_size": 32, "seed": 0},
     "projector": {"epochs": 1, "batch_size": 8, "checkpoint_every": 1},
     "samplers": {"gauss": {"method": "gauss", "expansion": 2}, "text": {"method": "text", "expansion": 1}},
-    "generation": {"shards": 2, "steps": 2, "batch_size": 8},
+    "generation": {"shards": 1, "steps": 2, "batch_size": 8},  # jobs run one at a time on 2 cores: one shard
     "classifier": {"epochs": 1, "batch_size": 16, "resize": 36, "crop": 32, "num_workers": 0},
     "experiments": {"seeds": [0], "methods": {
         "real": {},
@@ -217,7 +217,9 @@ def test_tensorboard_events_hold_the_logged_values(run):
     assert classifier.Scalars("test/top1")[-1].value == pytest.approx(metrics["top1"], rel=1e-5)
 
     grids = events(res / "sei" / "gauss-g2.0" / "tensorboard")
-    assert set(grids.Tags()["images"]) == {"generation/shard0", "generation/shard1", "filter/kept_and_dropped"}
+    # two jobs' grids in one folder, each in event files of its own
+    assert set(grids.Tags()["images"]) == {"generation/shard0", "filter/kept_and_dropped"}
+    assert len(list((res / "sei" / "gauss-g2.0" / "tensorboard").glob("events.out.tfevents.*"))) == 2
 
 
 def test_wandb_configured_but_missing_is_named():
