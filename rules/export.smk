@@ -3,8 +3,6 @@
 # WebDataset shards). On demand only: `snakemake results/<dataset>/export/<method>`.
 import os
 
-from sdi.training_set import METHOD_KEYS
-
 # `default`: real + the kept images of default_variant, unless a method is named so.
 DEFAULT_EXPORT = {"variant": DEFAULT_VARIANT}
 
@@ -33,6 +31,10 @@ def export_input(wildcards):
 
 
 def export_training_set(wildcards):
+    from sdi.training_set import (
+        METHOD_KEYS,
+    )  # numpy, pandas: only when an export is planned
+
     m = export_method(wildcards)
     return {k: m[k] for k in METHOD_KEYS}
 
