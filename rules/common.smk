@@ -15,7 +15,7 @@ from sdi.config import (
 from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
 from sdi.fingerprints import write_listing
 from sdi.medmnist import npz_path
-from sdi.models import projector_fit_errors
+from sdi.models import filter_clip_errors, projector_fit_errors
 from sdi.summary import experiment_errors, methods, run_snapshot
 from sdi.tracking import tracking_problem
 
@@ -33,10 +33,11 @@ if tracking_problem(config):  # e.g. tracking.wandb set without the wandb packag
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
-# A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job.
+# A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job;
+# so does a models.filter_clip entry whose files are missing or cut short.
 _misfits = projector_fit_errors(
     MODELS, {d: f"results/{d}/projector/final" for d in DATASETS}
-)
+) + [f"config.{e}" for e in filter_clip_errors(config["models"].get("filter_clip"))]
 if _misfits:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_misfits))
 

@@ -21,6 +21,7 @@ rule filter_default:
         gpu=job_gpus("filter"),
     params:
         models=MODELS,
+        filter_clip=config["models"].get("filter_clip"),
         keep_ratio=lambda w: variant_settings(config, DEFAULT_VARIANT)["keep_ratio"],
         score=lambda w: variant_settings(config, DEFAULT_VARIANT)["score"],
         batch_size=config["filter"]["batch_size"],
@@ -42,6 +43,7 @@ use rule filter_default as filter with:
         "benchmarks/{dataset}/{other_variant}/filter.tsv"
     params:
         models=MODELS,
+        filter_clip=config["models"].get("filter_clip"),
         keep_ratio=lambda w: variant_settings(config, w.other_variant)["keep_ratio"],
         score=lambda w: variant_settings(config, w.other_variant)["score"],
         batch_size=config["filter"]["batch_size"],

@@ -45,6 +45,7 @@ rule diagnostics:
         gpu=job_gpus("diagnostics"),
     params:
         out_dir="results/{dataset}/diagnostics/{variant}",
+        filter_clip=config["models"].get("filter_clip"),
         models=MODELS,
         options=config["diagnostics"],
         device=config["device"],

@@ -280,17 +280,21 @@ def run_diagnostics(real: pd.DataFrame, real_conditioning: np.ndarray | None, re
 def diagnose_variant(embeddings_path: str | os.PathLike, samples_path: str | os.PathLike | None,
                      filtered_dir: str | os.PathLike, split_dir: str | os.PathLike, clip_path: str | os.PathLike,
                      out_dir: str | os.PathLike, *, device: str = "auto", batch_size: int = 32,
-                     num_workers: int = 0, **options) -> dict:
+                     num_workers: int = 0, filter_clip: dict | None = None, **options) -> dict:
     """Load a variant's artifacts, embed its kept images and the test images with CLIP, and call
     :func:`run_diagnostics` (``options``: k, duplicate_threshold, projection_classes).
+
+    The CLIP image space is that of clip_path (the embeddings' ``clip_embedding``), or with
+    filter_clip (``models.filter_clip``, an open_clip model) that model's, the training images
+    (split_dir/train.parquet) then being embedded with it too.
 
     embeddings_path: ``embeddings.parquet`` (clip_embedding, embedding per training image);
     samples_path: ``samples/<sampler>.parquet`` or None (text baseline: no vectors);
     filtered_dir: the variant's filter output (manifest.parquet with path, label, kept);
     split_dir: the split (test.parquet); clip_path: the CLIP folder the embeddings were made with.
     """
-    from sdi.embeddings import clip_image_embeddings, read_embeddings
-    from sdi.models import load_clip_vision, resolve_device
+    from sdi.embeddings import clip_image_embeddings, embed_image_files, read_embeddings
+    from sdi.models import load_clip_vision, load_filter_clip, resolve_device
     from sdi.sampling import read_samples, stack_vectors
 
     real, real_clip = read_embeddings(embeddings_path, "clip_embedding")
@@ -308,6 +312,19 @@ def diagnose_variant(embeddings_path: str | os.PathLike, samples_path: str | os.
     kept = manifest[manifest["kept"].astype(bool)].reset_index(drop=True)
     test = pd.read_parquet(Path(split_dir) / "test.parquet")
     dev = resolve_device(device)
+    if filter_clip:
+        clip = load_filter_clip(clip_path, filter_clip, device=dev)
+        train = pd.read_parquet(Path(split_dir) / "train.parquet").astype({"image_id": str}).set_index("image_id")
+        absent = sorted(set(real["image_id"].astype(str)) - set(train.index))
+        if absent:
+            raise DiagnosticsError(f"{embeddings_path}: image ids {absent[:3]} are not in {split_dir}/train.parquet; "
+                                   "rebuild the embeddings from this split")
+        tables = (("train", train.loc[real["image_id"].astype(str)]), ("kept", kept), ("test", test))
+        embed = {name: embed_image_files(table["path"].astype(str).tolist(), clip, batch_size=batch_size,
+                                         num_workers=num_workers, desc=f"CLIP {name} images ({clip.name})")
+                 for name, table in tables}
+        return run_diagnostics(real, real_conditioning, embed["train"], samples, vectors, kept, embed["kept"], test,
+                               embed["test"], out_dir, **options)
     model, processor = load_clip_vision(clip_path, device=dev)
     if model.config.projection_dim != real_clip.shape[1]:
         raise DiagnosticsError(f"{embeddings_path}: clip_embedding has {real_clip.shape[1]} dims but the CLIP model "

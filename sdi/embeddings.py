@@ -71,6 +71,29 @@ def clip_image_embeddings(paths: list[str], model, processor, *, batch_size: int
     return torch.cat(chunks)
 
 
+class _PreprocessedFiles(Dataset):
+    """Image paths -> preprocessed pixels [3, H, W] float32 of any CLIP (a ``ClipEmbedder.preprocessor()``)."""
+
+    def __init__(self, paths: list[str], preprocess):
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.preprocess(load_rgb(self.paths[index]))
+
+
+def embed_image_files(paths: list[str], clip, *, batch_size: int = 32, num_workers: int = 0,
+                      desc: str = "CLIP image embeddings") -> np.ndarray:
+    """Projected image embeddings of a :class:`sdi.models.ClipEmbedder` (transformers or open_clip):
+    [N, D] float32, not normalised, in the order of paths."""
+    loader = DataLoader(_PreprocessedFiles(paths, clip.preprocessor()), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    chunks = [clip.image_embeds(pixels).cpu() for pixels in tqdm(loader, desc=desc, unit="batch", mininterval=2)]
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, clip.projection_dim), np.float32)
+
+
 def check_projector_fits(projector: SemanticProjector, clip_model, projector_dir, clip_path) -> None:
     d_clip = clip_model.config.projection_dim
     if projector.config.d_clip != d_clip:

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from sdi.datasets import load_rgb
-from sdi.models import load_clip, resolve_device, resolve_dtype
+from sdi.models import ClipEmbedder, load_filter_clip, resolve_device, resolve_dtype
 from sdi.tables import atomic_write, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -48,18 +48,18 @@ class FilterError(ValueError):
 class _ImageFiles(torch.utils.data.Dataset):
     """Decode + CLIP-preprocess images in DataLoader workers: (3, H, W) float32 per path."""
 
-    def __init__(self, paths: list[str], processor):
-        self.paths, self.processor = paths, processor
+    def __init__(self, paths: list[str], preprocess):
+        self.paths, self.preprocess = paths, preprocess
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.processor(images=load_rgb(self.paths[i]), return_tensors="pt")["pixel_values"][0]
+        return self.preprocess(load_rgb(self.paths[i]))
 
 
 @torch.inference_mode()
-def class_text_embeds(model, tokenizer, class_names: list[str], device: torch.device) -> torch.Tensor:
+def class_text_embeds(clip: ClipEmbedder, class_names: list[str]) -> torch.Tensor:
     """(C, D) float32 L2-normalised projected text embeddings of ``"a photo of a {name}"``."""
     prompts = [FILTER_PROMPT.format(class_name=name) for name in class_names]
     tokens = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(device)
@@ -95,6 +95,7 @@ def clip_scores(
     dtype: str = "fp32",
     num_workers: int = 0,
     score: str = "cosine",
+    filter_clip: dict | None = None,
 ) -> np.ndarray:
     """CLIP score of every image for its own class: (N,) float32 (see :func:`score_embeddings`).
 
@@ -107,6 +108,8 @@ def clip_scores(
             the cosine is computed in float32.
         num_workers: DataLoader processes that decode and preprocess images.
         score: 'cosine' (in [-100, 100]) or 'reference', see :func:`score_embeddings`.
+        filter_clip: ``models.filter_clip`` (an open_clip architecture + weights file) to score with
+            instead of the CLIPModel of clip_path; None: clip_path.
     """
     if score not in SCORES:
         raise FilterError(f"filter.score: {score!r} is not one of {list(SCORES)}")
@@ -114,7 +117,7 @@ def clip_scores(
         if col not in images.columns:
             raise FilterError(f"images table: missing column {col!r}; expected path, label, class_name")
     dev = resolve_device(device)
-    model, processor, tokenizer = load_clip(clip_path, device=dev, dtype=resolve_dtype(dtype, dev))
+    clip = load_filter_clip(clip_path, filter_clip, device=dev, dtype=resolve_dtype(dtype, dev))
     if len(images) == 0:
         return np.zeros(0, np.float32)
 
@@ -122,17 +125,16 @@ def clip_scores(
     if classes.label.duplicated().any():
         raise FilterError(f"images table: label(s) {classes.label[classes.label.duplicated()].tolist()} have "
                           "more than one class_name; labels and class names must map one to one")
-    text = class_text_embeds(model, tokenizer, classes.class_name.tolist(), dev)  # once per class
+    text = class_text_embeds(clip, classes.class_name.tolist())  # once per class
     row_of_label = {int(label): i for i, label in enumerate(classes.label)}
     text_rows = torch.tensor([row_of_label[int(label)] for label in images.label], device=dev)
 
-    loader = torch.utils.data.DataLoader(_ImageFiles(images.path.astype(str).tolist(), processor),
+    loader = torch.utils.data.DataLoader(_ImageFiles(images.path.astype(str).tolist(), clip.preprocessor()),
                                          batch_size=batch_size, num_workers=num_workers,
                                          pin_memory=dev.type == "cuda")
     scores, start = [], 0
     for pixels in tqdm(loader, desc="CLIP scores", unit="batch", mininterval=5):
-        pixels = pixels.to(dev, dtype=model.dtype, non_blocking=True)
-        embeds = model.get_image_features(pixel_values=pixels).pooler_output
+        embeds = clip.image_embeds(pixels)
         scores.append(score_embeddings(embeds, text[text_rows[start:start + len(pixels)]], score).cpu())
         start += len(pixels)
     return torch.cat(scores).numpy().astype(np.float32)
@@ -241,6 +243,7 @@ def filter_generated(
     grid_classes: int = 4,
     grid_per_row: int = 6,
     score: str = "cosine",
+    filter_clip: dict | None = None,
 ) -> pd.DataFrame:
     """Score, rank and select generated images; write manifest.parquet, counts.csv, grid.png.
 
@@ -249,7 +252,7 @@ def filter_generated(
         clip_path: CLIP ViT-L/14 folder (or the tiny CLIP).
         keep_ratio: fraction kept per class, ``int(n_c * keep_ratio)`` (0.5 in the paper).
         out_dir: folder for the three outputs (each written atomically).
-        batch_size, device, dtype, num_workers, score: see :func:`clip_scores`.
+        batch_size, device, dtype, num_workers, score, filter_clip: see :func:`clip_scores`.
         grid_classes, grid_per_row: size of the preview grid.
 
     Returns:
@@ -261,7 +264,7 @@ def filter_generated(
         raise FilterError(f"filter.keep_ratio: {keep_ratio} must be in [0, 1]")
     scored = manifest.sort_values(["label", "sample_id"], kind="stable").reset_index(drop=True)
     scored["score"] = clip_scores(scored, clip_path, batch_size=batch_size, device=device, dtype=dtype,
-                                  num_workers=num_workers, score=score)
+                                  num_workers=num_workers, score=score, filter_clip=filter_clip)
     scored["rank"] = rank_within_class(scored)
     scored["kept"] = select_top(scored, keep_ratio)
 

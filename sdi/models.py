@@ -6,6 +6,7 @@ CLIP ViT-L/14 checkouts; only the folder differs. Nothing here touches the netwo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zipfile
@@ -381,14 +382,22 @@ class ClipEmbedder:
     device: torch.device
     dtype: torch.dtype
 
-    def preprocess(self, image) -> torch.Tensor:
+    def preprocessor(self):
+        """A picklable callable PIL image -> [3, S, S] float32 (for DataLoader worker processes)."""
         raise NotImplementedError
+
+    def preprocess(self, image) -> torch.Tensor:
+        return self.preprocessor()(image)
 
     def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def text_embeds(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _hf_pixels(processor, image) -> torch.Tensor:
+    return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
 class TransformersClip(ClipEmbedder):
@@ -399,8 +408,8 @@ class TransformersClip(ClipEmbedder):
         self.projection_dim = int(self.model.config.projection_dim)
         self.name, self.device, self.dtype = str(folder), torch.device(device), dtype
 
-    def preprocess(self, image) -> torch.Tensor:
-        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+    def preprocessor(self):
+        return functools.partial(_hf_pixels, self.processor)
 
     @torch.inference_mode()
     def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -433,8 +442,8 @@ class OpenClip(ClipEmbedder):
         self.name = f"open_clip {architecture} ({spec['weights']})"
         self.device, self.dtype = torch.device(device), dtype
 
-    def preprocess(self, image) -> torch.Tensor:
-        return self._preprocess(image)
+    def preprocessor(self):
+        return self._preprocess
 
     @torch.inference_mode()
     def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,17 @@ same ClipEmbedder interface (preprocess, image_embeds, text_embeds).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from PIL import Image
+import yaml
+from PIL import Image, ImageDraw
 
+from sdi.filtering import filter_generated
 from sdi.models import ModelFolderError, OpenClip, TransformersClip, filter_clip_errors, load_clip, load_filter_clip
 from sdi.random_models import TINY_OPEN_CLIP, TINY_WIDTH, build_tiny_open_clip
+
+from conftest import run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +78,82 @@ def test_bad_filter_clip_entries_are_named(open_clip_spec, tmp_path):
     truncated.write_bytes(open(open_clip_spec["weights"], "rb").read()[:5000])
     with pytest.raises(ModelFolderError, match=r"models\.filter_clip\.weights: .*cut\.bin is truncated or corrupt"):
         load_filter_clip(None, {**open_clip_spec, "weights": str(truncated)})
+
+
+def _image_table(root, n_per_class: int = 3) -> pd.DataFrame:
+    rows = []
+    for label, (name, colour) in enumerate((("red square", (200, 30, 30)), ("blue disc", (30, 60, 200)))):
+        for i in range(n_per_class):
+            path = root / f"{label}_{i}.png"
+            image = Image.new("RGB", (48 + 8 * i, 40), (230, 230, 220))
+            ImageDraw.Draw(image).rectangle((4 + 3 * i, 4, 30, 30), fill=colour)
+            image.save(path)
+            rows.append({"sample_id": f"{label:04d}-{i:06d}", "image_id": f"{label}_{i}", "label": label,
+                         "class_name": name, "path": str(path)})
+    return pd.DataFrame(rows)
+
+
+def test_filter_scores_with_the_open_clip_model(open_clip_spec, tiny_models, tmp_path):
+    import open_clip
+
+    images = _image_table(tmp_path)
+    scored = filter_generated(images, tiny_models["clip"], 0.5, tmp_path / "filtered", batch_size=4, device="cpu",
+                              filter_clip=open_clip_spec, num_workers=1)
+    model = open_clip.create_model(open_clip_spec["architecture"], pretrained=open_clip_spec["weights"]).eval()
+    _, _, preprocess = open_clip.create_model_and_transforms(open_clip_spec["architecture"])
+    tokenizer = open_clip.get_tokenizer(open_clip_spec["architecture"])
+    with torch.no_grad():
+        pixels = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in scored.path])
+        image = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
+        text = torch.nn.functional.normalize(model.encode_text(tokenizer([f"a photo of a {c}" for c in
+                                                                          scored.class_name])), dim=-1)
+    np.testing.assert_allclose(scored.score.to_numpy(), (100 * (image * text).sum(-1)).numpy(), rtol=1e-4, atol=1e-4)
+    assert scored.groupby("label").kept.sum().tolist() == [1, 1]
+    # The default (no filter_clip) is the transformers CLIP of models.clip: other scores.
+    default = filter_generated(images, tiny_models["clip"], 0.5, tmp_path / "default", batch_size=4, device="cpu")
+    assert not np.allclose(default.score, scored.score)
+
+
+def test_diagnostics_use_the_open_clip_space(open_clip_spec, tiny_models, tmp_path):
+    from sdi.diagnostics import diagnose_variant, run_diagnostics
+    from sdi.embeddings import embed_image_files, write_embeddings
+
+    table = _image_table(tmp_path, n_per_class=4)
+    train, test, kept = table.iloc[[0, 1, 4, 5]], table.iloc[[2, 6]], table.iloc[[3, 7]]
+    split = tmp_path / "split"
+    split.mkdir()
+    train.to_parquet(split / "train.parquet")
+    test.to_parquet(split / "test.parquet")
+    (tmp_path / "filtered").mkdir()
+    table.assign(kept=table.index.isin(kept.index)).to_parquet(tmp_path / "filtered" / "manifest.parquet")
+    rng = np.random.default_rng(0)
+    embeddings = train[["image_id", "label", "class_name"]].assign(
+        clip_embedding=list(rng.normal(size=(4, TINY_WIDTH)).astype(np.float32)),  # the projector's CLIP space
+        embedding=list(rng.normal(size=(4, TINY_WIDTH)).astype(np.float32)))
+    write_embeddings(embeddings.iloc[::-1], tmp_path / "embeddings.parquet")  # another order than the split
+    summary = diagnose_variant(tmp_path / "embeddings.parquet", None, tmp_path / "filtered", split,
+                               tiny_models["clip"], tmp_path / "diag", device="cpu", k=1,
+                               filter_clip=open_clip_spec)
+    clip = load_filter_clip(None, open_clip_spec)
+    real = train.iloc[::-1]
+    expected = run_diagnostics(real.reset_index(drop=True), None, embed_image_files(real.path.tolist(), clip), None,
+                               None, kept.reset_index(drop=True), embed_image_files(kept.path.tolist(), clip),
+                               test.reset_index(drop=True), embed_image_files(test.path.tolist(), clip),
+                               tmp_path / "expected", k=1)
+    assert summary == expected and summary["spaces"]["clip_image"]["nn_ratio"] is not None
+
+
+@pytest.mark.workflow
+def test_filter_clip_entry_is_checked_before_any_job(workflow, open_clip_spec, tmp_path):
+    config_path = workflow / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    missing = tmp_path / "open_clip_pytorch_model.bin"
+    config["models"]["filter_clip"] = {"architecture": "ViT-L-14", "weights": str(missing)}
+    config_path.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(workflow, "--cores", "1", "-n", "all", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Job stats" not in output
+    assert f"config.models.filter_clip.weights: file {missing} does not exist" in output, output[-3000:]
+    config["models"]["filter_clip"] = open_clip_spec
+    config_path.write_text(yaml.safe_dump(config))
+    run_snakemake(workflow, "--cores", "1", "-n", "all")

@@ -16,5 +16,5 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
                                p.out_dir, device=p.device, batch_size=o["batch_size"],
                                num_workers=max(0, snakemake.threads - 1), k=o["k"],  # noqa: F821
                                duplicate_threshold=o["duplicate_threshold"],
-                               projection_classes=o["projection_classes"])
+                               projection_classes=o["projection_classes"], filter_clip=p.filter_clip)
     log.info("diagnostics -> %s: %s", p.out_dir, summary)

@@ -11,7 +11,7 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
     manifest = pd.concat([pd.read_parquet(f) for f in snakemake.input.shards], ignore_index=True)  # noqa: F821
     scored = filter_generated(manifest, p.models["clip"], p.keep_ratio, out_dir, batch_size=p.batch_size,
                               device=p.device, dtype=p.dtype, score=p.score,
-                              num_workers=max(0, snakemake.threads - 1))  # noqa: F821
+                              num_workers=max(0, snakemake.threads - 1), filter_clip=p.filter_clip)  # noqa: F821
     variant_dir = Path(snakemake.input.shards[0]).parents[1]  # noqa: F821  results/<dataset>/sei/<variant>
     log_image(variant_dir, TrackingConfig.from_config(snakemake.config), "filter/kept_and_dropped",  # noqa: F821
               Path(out_dir) / "grid.png", run_name=str(variant_dir), job="filter")
