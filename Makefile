@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: demo test lint bench clean-demo
+.PHONY: demo test lint bench bench-memory clean-demo
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(BIN)/.installed
 BENCH_DEVICE ?= cpu
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_generation.py --device $(BENCH_DEVICE)
+
+# Peak memory of every stage with the full-size architectures (bench/README.md; about an hour on CPUs).
+bench-memory: $(BIN)/.installed
+	$(BIN)/python bench/memory_per_stage.py --device $(BENCH_DEVICE)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check sdi workflow_scripts tests bench

@@ -70,13 +70,19 @@ MANIFEST_COLUMNS = [
 # a stored image whose other fields match the current settings is kept on resume.
 _NOT_COMPARED = ("batch", "versions")
 PNG_KEY = "sdi"
-# batch_size 'auto': peak GPU memory per image in one batch, for SD v1.5 at 512x512 in half
-# precision with classifier-free guidance. An estimate, not yet measured on a GPU: the UNet on
-# 2 samples per image is a small share with SDPA attention; the VAE decode at full
-# resolution (128-512 channels at 64-512 px) is most of it, about 1.2 GiB. Scaled
-# by pixel count and dtype size for other settings; AUTO_MEMORY_FRACTION of the free memory
-# (after loading the models) is used, the rest is headroom for the allocator.
-AUTO_GIB_PER_IMAGE_512_HALF = 1.5
+# batch_size 'auto': memory per image of one pipeline call, SD v1.5 at 512x512 with classifier-free
+# guidance (the UNet runs on 2 samples per image; the VAE decode of the whole batch is the peak).
+# Measured on the CPU in fp32 (bench/memory_per_stage.py; README "Memory per stage"): the peak RSS
+# of generate_shard grows by 0.75 GiB per image from batch 8 (11.2 GiB) to 16 (17.2 GiB).
+AUTO_CPU_GIB_PER_IMAGE_512_FP32 = 0.75
+# On a GPU in fp16/bf16 the same tensors take half the bytes (0.37 GiB), times AUTO_GPU_MARGIN for
+# what a CPU run cannot show (the CUDA caching allocator's rounding and fragmentation, cuDNN
+# workspaces): 0.6 GiB. An estimate, not a GPU measurement; the architecture gives about the same
+# (the VAE decoder's last up blocks hold some four 256-channel 512x512 tensors at once: 0.5 GiB in
+# fp16). Scaled by pixel count and dtype size for other settings; AUTO_MEMORY_FRACTION of the free
+# memory (after loading the models) is used, the rest is headroom.
+AUTO_GPU_MARGIN = 1.6
+AUTO_GIB_PER_IMAGE_512_HALF = AUTO_CPU_GIB_PER_IMAGE_512_FP32 / 2 * AUTO_GPU_MARGIN
 AUTO_MEMORY_FRACTION = 0.8
 AUTO_BATCH_MAX = 32  # SD v1.5 at 512x512 saturates a large GPU well below this
 AUTO_BATCH_CPU = 16  # CPU: a fixed batch (the per-call overhead is amortised by then)
@@ -281,8 +287,9 @@ def auto_batch_size(device: torch.device, dtype: torch.dtype, height: int, width
 
     CUDA: AUTO_MEMORY_FRACTION of the free memory (``torch.cuda.mem_get_info``) divided by
     the per-image estimate AUTO_GIB_PER_IMAGE_512_HALF x (height*width / 512^2) x (dtype
-    bytes / 2), between 1 and AUTO_BATCH_MAX. E.g. an 80 GB H100 with SD v1.5 loaded in
-    fp16 (~75 GiB free) at 512x512: 40 -> 32; a 24 GB GPU: 12. CPU and other devices:
+    bytes / 2), between 1 and AUTO_BATCH_MAX. E.g. at 512x512 in fp16 with SD v1.5 loaded: an
+    80 GB H100 (~75 GiB free): 100 -> 32; a 24 GB GPU (~20 GiB free): 26; a 12 GB GPU: 12
+    (estimates, see AUTO_GIB_PER_IMAGE_512_HALF). CPU and other devices:
     AUTO_BATCH_CPU. A batch that still runs out of memory is halved and retried
     (:func:`generate_shard`).
     """
