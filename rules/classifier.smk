@@ -27,6 +27,5 @@ rule train_classifier:
         settings=classifier_settings,
         training_set=training_set_settings,
         snapshot=run_config_snapshot,
-        device=config["device"],
     script:
         "../workflow_scripts/train_classifier.py"

@@ -1,4 +1,5 @@
 # Shared helpers: config validation, wildcard constraints, input functions.
+import functools
 import re
 
 import sdi  # sets the Hugging Face libraries offline before anything imports them
@@ -7,15 +8,17 @@ from snakemake.utils import validate
 from sdi.config import (
     ConfigError,
     TINY_MODELS,
+    device_problem,
     enabled_datasets,
     model_paths,
     validate_config,
     variant_settings,
+    without_execution,
 )
 from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
-from sdi.fingerprints import write_listing
+from sdi.fingerprints import list_files, write_listing
 from sdi.medmnist import npz_path
-from sdi.models import filter_clip_errors, projector_fit_errors
+from sdi.model_folders import filter_clip_errors, projector_fit_errors
 from sdi.summary import experiment_errors, methods, run_snapshot
 from sdi.tracking import tracking_problem
 
@@ -30,6 +33,14 @@ if experiment_errors(config):
     )
 if tracking_problem(config):  # e.g. tracking.wandb set without the wandb package
     raise WorkflowError(tracking_problem(config))
+
+
+onstart:
+    # Before any job (not in dry runs): a GPU device that this machine lacks fails here,
+    # not in the middle of the pipeline.
+    if device_problem(config, workflow.local_exec):
+        raise WorkflowError(device_problem(config, workflow.local_exec))
+
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
@@ -133,10 +144,22 @@ def medmnist_npz(wildcards):
 
 
 def model_input(*names):
-    """Model folders built by the workflow (tiny models) are inputs; user folders are params."""
+    """The model folders a job reads, as inputs: the tiny models (built by rule tiny_models),
+    or for a user's folder a listing of its files (path, size, mtime), rewritten at planning
+    time only when the folder changes, so that swapped weights rerun every job that used them."""
     if config["models"]["tiny"]:
-        return {name: TINY_MODELS[name] for name in names}
-    return {}
+        return {name: TINY_MODELS[name] for name in names if name in TINY_MODELS}
+    return {
+        f"{name}_listing": model_listing(name) for name in names if MODELS.get(name)
+    }
+
+
+@functools.cache
+def model_listing(name):
+    """Listing file of the user's model folder config.models.<name> (once per planning)."""
+    path = f"{LISTINGS}/models/{name}.tsv"
+    write_listing(path, list_files(MODELS[name]))
+    return path
 
 
 def variant(wildcards):
@@ -196,7 +219,7 @@ def classifier_settings(wildcards):
     """config.classifier with the method's augmentation and the run's seed."""
     m = METHODS[wildcards.method]
     return {
-        **config["classifier"],
+        **without_execution("classifier", config["classifier"]),
         "augment": m["augment"],
         "augment_at": m["augment_at"],
         "seed": int(wildcards.seed),

@@ -24,9 +24,7 @@ rule filter_default:
         filter_clip=config["models"].get("filter_clip"),
         keep_ratio=lambda w: variant_settings(config, DEFAULT_VARIANT)["keep_ratio"],
         score=lambda w: variant_settings(config, DEFAULT_VARIANT)["score"],
-        batch_size=config["filter"]["batch_size"],
         dtype=config["generation"]["dtype"],
-        device=config["device"],
     script:
         "../workflow_scripts/filter.py"
 
@@ -46,6 +44,4 @@ use rule filter_default as filter with:
         filter_clip=config["models"].get("filter_clip"),
         keep_ratio=lambda w: variant_settings(config, w.other_variant)["keep_ratio"],
         score=lambda w: variant_settings(config, w.other_variant)["score"],
-        batch_size=config["filter"]["batch_size"],
         dtype=config["generation"]["dtype"],
-        device=config["device"],

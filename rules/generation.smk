@@ -3,7 +3,7 @@
 
 rule generate:
     input:
-        unpack(lambda w: model_input("sd")),
+        unpack(lambda w: model_input("sd", "vae")),
         samples=lambda w: f"results/{w.dataset}/samples/{sampler_of(w.variant)}.parquet",
     output:
         "results/{dataset}/sei/{variant}/shards/{shard}.parquet",
@@ -28,6 +28,5 @@ rule generate:
         shard=lambda w: int(w.shard),
         mode=lambda w: variant(w)["mode"],
         options=lambda w: variant(w)["generation"],
-        device=config["device"],
     script:
         "../workflow_scripts/generate.py"

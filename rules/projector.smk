@@ -26,7 +26,6 @@ rule train_projector:
         # requeued job resumes from them instead of Snakemake deleting them.
         checkpoint_dir="results/{dataset}/projector/checkpoints",
         settings=config["projector"],
-        device=config["device"],
     script:
         "../workflow_scripts/train_projector.py"
 
@@ -52,7 +51,5 @@ rule embeddings:
         gpu=job_gpus("embeddings"),
     params:
         models=MODELS,
-        batch_size=config["embeddings"]["batch_size"],
-        device=config["device"],
     script:
         "../workflow_scripts/embeddings.py"

@@ -47,8 +47,7 @@ rule diagnostics:
         out_dir="results/{dataset}/diagnostics/{variant}",
         filter_clip=config["models"].get("filter_clip"),
         models=MODELS,
-        options=config["diagnostics"],
-        device=config["device"],
+        options=without_execution("diagnostics", config["diagnostics"]),
     script:
         "../workflow_scripts/diagnostics.py"
 

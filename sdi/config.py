@@ -7,18 +7,81 @@ express (folders that must exist, models that must fit together).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jsonschema
 import yaml
-
-from sdi.models import ModelFolderError, model_dims
 
 TINY_MODELS = {"sd": "resources/models/tiny/sd", "clip": "resources/models/tiny/clip"}
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every problem with its key."""
+
+
+# Execution-only settings: how and where a job runs, not what it computes. Changing them
+# reruns nothing: rules do not pass them as params, jobs read them from the config, and
+# run snapshots leave them out (config/schema.yaml marks each with `x-execution-only`).
+# Inference batch sizes are here because a batch changes no result beyond float summation
+# order (generation: at most 1 level in under 0.1% of 8-bit values); the training batch
+# sizes (projector.batch_size, classifier.batch_size) are hyperparameters and are not.
+EXECUTION_ONLY = {
+    "device": None,
+    "resources": None,
+    "cluster": None,
+    "tracking": None,
+    "embeddings": ("batch_size",),
+    "generation": ("batch_size", "compile"),
+    "filter": ("batch_size",),
+    "diagnostics": ("batch_size",),
+    "classifier": ("num_workers",),
+}
+
+
+def execution_only_paths() -> list[str]:
+    """Dotted config paths of the execution-only settings (``device``, ``generation.batch_size``, ...)."""
+    return [k if keys is None else f"{k}.{sub}" for k, keys in EXECUTION_ONLY.items() for sub in (keys or [None])]
+
+
+def device_problem(config: dict, local: bool) -> str | None:
+    """Why ``config.device`` cannot work for jobs run on this machine, or None.
+
+    Only for local execution: a cluster's login node need not have the GPUs its jobs get.
+    GPUs are counted from the NVIDIA driver without importing torch (this runs while
+    Snakemake starts the workflow)."""
+    device = str(config.get("device", "auto"))
+    if not local or not device.startswith("cuda"):
+        return None
+    from sdi.workflow import visible_gpu_count
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    n = visible_gpu_count()
+    if visible is not None:
+        n = min(n, len([g for g in visible.split(",") if g.strip() not in ("", "-1")]))
+    index = int(device.partition(":")[2] or 0)
+    if index < n:
+        return None
+    return (f"config.device: {device!r} but this machine has {n} usable GPU(s); set device to auto or cpu "
+            "(auto uses a GPU when the job sees one), or run on a machine or cluster with GPUs")
+
+
+def without_execution(section: str, values: dict) -> dict:
+    """A config section without its execution-only keys (what params and snapshots may carry)."""
+    drop = EXECUTION_ONLY.get(section) or ()
+    return {k: v for k, v in values.items() if k not in drop}
+
+
+def execution_settings(config: dict, section: str | None = None) -> dict:
+    """The execution-only settings a job reads from the config at run time: ``device`` and,
+    for a section, its execution-only keys (e.g. ``generation`` -> batch_size, compile)."""
+    settings = {"device": config.get("device", "auto")}
+    for key in EXECUTION_ONLY.get(section) or ():
+        if key in config.get(section, {}):
+            settings[key] = config[section][key]
+    return settings
+
+
 
 
 def _dotted(path) -> str:
@@ -71,6 +134,8 @@ def path_errors(config: dict) -> list[str]:
         for k in missing:
             problems.append(f"config.models.{k}: not set; with models.tiny: false, point it at a local folder")
         if not missing:
+            from sdi.model_folders import ModelFolderError, model_dims
+
             try:
                 model_dims(models["sd"], models["clip"], models.get("vae"))
             except ModelFolderError as exc:
@@ -101,7 +166,7 @@ def variant_settings(config: dict, name: str) -> dict:
     """A variant's resolved settings: sampler entry, generation keys (with the variant's
     overrides), keep_ratio and the filter score. Everything a variant's artifacts depend on is in here."""
     entry = config["variants"][name]
-    generation = dict(config["generation"])
+    generation = without_execution("generation", config["generation"])
     generation.update({k: entry[k] for k in GENERATION_OVERRIDES if k in entry})
     generation.pop("shards")
     generation.pop("seed")  # enters through the samples' per-image seeds

@@ -24,11 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from PIL import Image
 
+from sdi._lazy import lazy_import
 from sdi.fingerprints import Listing
+
+np = lazy_import("numpy")  # loaded on first use: planning imports this module
+pd = lazy_import("pandas")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MANIFEST_COLUMNS = ["image_id", "path", "label", "class_name"]

@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from sdi.datasets import load_rgb
+from sdi.faults import kill_point
 from sdi.models import ClipEmbedder, load_filter_clip, resolve_device, resolve_dtype
 from sdi.tables import atomic_write, write_parquet
 
@@ -62,9 +63,7 @@ class _ImageFiles(torch.utils.data.Dataset):
 def class_text_embeds(clip: ClipEmbedder, class_names: list[str]) -> torch.Tensor:
     """(C, D) float32 L2-normalised projected text embeddings of ``"a photo of a {name}"``."""
     prompts = [FILTER_PROMPT.format(class_name=name) for name in class_names]
-    tokens = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(device)
-    embeds = model.get_text_features(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).pooler_output
-    return torch.nn.functional.normalize(embeds.float(), dim=-1)
+    return torch.nn.functional.normalize(clip.text_embeds(prompts), dim=-1)
 
 
 def score_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor, score: str = "cosine") -> torch.Tensor:
@@ -271,6 +270,7 @@ def filter_generated(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(scored, out_dir / OUTPUT_FILES["manifest"])
+    kill_point("filtering")  # tests: a job killed with its output folder half written
     counts = class_counts(scored)
     atomic_write(out_dir / OUTPUT_FILES["counts"], lambda p: counts.to_csv(p, index=False))
     grid = preview_grid(scored, n_classes=grid_classes, per_row=grid_per_row)

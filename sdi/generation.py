@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -43,8 +44,9 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from sdi import NEGATIVE_PROMPT, PROMPT
+from sdi.faults import kill_point
 from sdi.models import DTYPES, check_sd_folder, check_vae_folder, resolve_device, resolve_dtype
-from sdi.tables import write_parquet
+from sdi.tables import atomic_write, remove_stale_temps, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -224,13 +226,7 @@ def save_png(image: Image.Image, path: str | Path, provenance: Mapping) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngImagePlugin.PngInfo()
     info.add_text(PNG_KEY, json.dumps(dict(provenance), sort_keys=True))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info), clean=False)
 
 
 def read_provenance(path: str | Path) -> dict | None:
@@ -364,6 +360,8 @@ class ImageGenerator:
         """The StableDiffusionPipeline (loaded on first access)."""
         if self._pipe is None:
             from sdi.models import load_sd_pipeline
+
+            kill_point("model_loading")
 
             logger.info("loading %s (vae %s) on %s as %s with %s%s", self.sd_path, self.vae_path, self.device,
                         self.dtype_name, type(self.scheduler).__name__, ", compiled UNet" if self.compile else "")
@@ -523,6 +521,8 @@ def generate_shard(samples: pd.DataFrame, sd_path: str | Path, out_dir: str | Pa
                 for r in samples.itertuples(index=False)]
     paths = [out_dir / image_relpath(r.label, r.class_name, r.sample_id) for r in samples.itertuples(index=False)]
 
+    for folder in sorted({p.parent for p in paths}):  # what killed writers left behind
+        remove_stale_temps(folder)
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
         stored = list(tqdm(pool.map(read_provenance, paths), total=len(paths), desc="checking existing images",
                            unit="img", mininterval=2, disable=len(paths) == 0))
@@ -537,11 +537,15 @@ def generate_shard(samples: pd.DataFrame, sd_path: str | Path, out_dir: str | Pa
         logger.info("batch_size auto: %d on %s", batch_size, generator.device)
     versions = _versions()
     pending: list[Future] = []
+    # Batches are fixed groups of the shard's samples (positions k*B .. k*B+B-1), whatever was
+    # generated before: a resumed shard regenerates each group that misses an image as a whole
+    # (saving only the missing ones), so its pixels and provenance are those of an uninterrupted run.
+    groups = _batch_groups(len(samples), batch_size, todo)
+    t_start, generated = time.monotonic(), 0
     with ThreadPoolExecutor(max(1, save_threads)) as pool, \
             tqdm(total=len(todo), desc=f"generating ({mode})", unit="img", mininterval=2) as bar:
-        start = 0
-        while start < len(todo):
-            idx = todo[start:start + batch_size]
+        while groups:
+            idx = groups[0]
             batch = samples.iloc[idx]
             try:
                 images = generator.generate(batch, mode, steps=steps, guidance_scale=guidance_scale, height=size,
@@ -553,24 +557,37 @@ def generate_shard(samples: pd.DataFrame, sd_path: str | Path, out_dir: str | Pa
                 logger.warning("out of memory with a batch of %d images; continuing with batches of %d "
                                "(set generation.batch_size to avoid the retry)", len(idx), batch_size)
                 torch.cuda.empty_cache()
+                groups = _batch_groups(len(samples), batch_size, [i for g in groups for i in g if records[i] is None])
                 continue
+            groups.pop(0)
             ids = batch.sample_id.astype(str).tolist()
-            for i, image in zip(idx, images, strict=True):
+            missing = [(i, image) for i, image in zip(idx, images, strict=True) if records[i] is None]
+            for i, image in missing:
                 records[i] = {**expected[i], "batch": ids, "versions": versions}
                 pending.append(pool.submit(_save_array, image, paths[i], records[i]))
             # Bound the images waiting for encoding to about two batches.
             while len(pending) > 2 * batch_size:
                 pending.pop(0).result()
-            bar.update(len(idx))
-            start += len(idx)
+            bar.update(len(missing))
+            generated += len(missing)
+            kill_point("mid_shard")
         done, _ = wait(pending)
         for f in done:
             f.result()  # re-raise a failed write
+    if generated:
+        logger.info("generated %d images in %.1f s (%.2f img/s)", generated, time.monotonic() - t_start,
+                    generated / max(time.monotonic() - t_start, 1e-9))
 
     manifest = pd.DataFrame(records, columns=[c for c in MANIFEST_COLUMNS if c not in ("path", "shard")])
     manifest.insert(5, "shard", samples["shard"].astype("int64") if "shard" in samples.columns else -1)
     manifest.insert(6, "path", [str(p) for p in paths])
     return manifest[MANIFEST_COLUMNS]
+
+
+def _batch_groups(n: int, batch_size: int, todo: list[int]) -> list[list[int]]:
+    """The fixed batches (positions k*B .. k*B+B-1 of a shard's n samples) that hold a sample of todo."""
+    wanted = {i // batch_size for i in todo}
+    return [list(range(k * batch_size, min(n, (k + 1) * batch_size))) for k in sorted(wanted)]
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from PIL import Image
 
+from sdi._lazy import lazy_import
 from sdi.datasets import SUBSETS, DatasetError, _finish, _require_images, _sibling_key
+
+np = lazy_import("numpy")  # loaded on first use: planning imports this module
+pd = lazy_import("pandas")
 
 # Label names of the 2D flags, exactly as the `medmnist` package's INFO has them
 # (MedMNIST v2.1 / v3, github.com/MedMNIST/MedMNIST, medmnist/info.py).

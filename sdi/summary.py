@@ -34,11 +34,14 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import yaml
 
+from sdi._lazy import lazy_import
+from sdi.config import without_execution
 from sdi.tables import atomic_write
+
+np = lazy_import("numpy")  # loaded on first use: planning imports this module
+pd = lazy_import("pandas")
 
 METRICS = ("top1", "balanced")
 METHOD_KEYS = {"variant", "augment", "augment_at", "label", "multiples", "pool", "real_copies", "keep_ratio",
@@ -142,7 +145,8 @@ def run_snapshot(config: dict, dataset: str, method: str, seed: int, variant_set
         "method_entry": entry,
         "datasets": {dataset: config["datasets"][dataset]},
         "split": config["split"],
-        "classifier": {**config["classifier"], "augment": entry["augment"], "augment_at": entry["augment_at"],
+        "classifier": {**without_execution("classifier", config["classifier"]), "augment": entry["augment"],
+                       "augment_at": entry["augment_at"],
                        "seed": int(seed)},
     }
     if entry["variant"] is not None:

@@ -7,22 +7,77 @@ killed job never leaves a half-written file that a later run would trust.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from sdi._lazy import lazy_import
+
+np = lazy_import("numpy")  # loaded on first use: planning imports this module
+pd = lazy_import("pandas")
+pa = lazy_import("pyarrow")
+
+TMP_SUFFIX = ".tmp"  # every temporary file ends so, and no finished artifact does
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.tmp$")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call write(tmp) on a temporary sibling of path, then rename it to path."""
+def _host() -> str:
+    return socket.gethostname().replace(".", "_") or "localhost"
+
+
+def temp_sibling(path: str | os.PathLike) -> Path:
+    """The temporary name under which ``path`` is written: ``.<name>.<host>-<pid>.tmp``.
+
+    Hidden, and ending in ``.tmp`` rather than the artifact's suffix, so no glob of finished
+    outputs (``*.parquet``, ``*.png``) matches it; host and pid say whose it is, so a later run
+    can remove what a killed process left behind (:func:`remove_stale_temps`).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_host()}-{os.getpid()}{TMP_SUFFIX}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporary files in ``folder`` (of the artifact ``name``, or all) that a process
+    of this host left behind when it was killed; returns them. Temporary files of live
+    processes, and of other hosts (whose processes cannot be checked from here), are kept."""
+    folder, host, removed = Path(folder), _host(), []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _TMP_NAME.match(entry.name)
+        if not m or (name is not None and m["name"] != name) or m["host"] != host or _alive(int(m["pid"])):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], clean: bool = True) -> Path:
+    """Call write(tmp) on a temporary sibling of path (:func:`temp_sibling`), then rename it
+    to path. Temporary files of this artifact left by killed processes are removed first
+    (``clean``; callers that write many files to one folder clean it once instead)."""
+    from sdi.faults import kill_point
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    if clean:
+        remove_stale_temps(path.parent, path.name)
+    tmp = temp_sibling(path)
     try:
         write(tmp)
+        if path.suffix == ".png":
+            kill_point("png_write")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -33,6 +88,8 @@ def write_parquet(table: pd.DataFrame | pa.Table, path: str | os.PathLike) -> Pa
     """Write a DataFrame (without its index) or an Arrow table to Parquet atomically."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
+    import pyarrow.parquet as pq
+
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 

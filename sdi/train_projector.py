@@ -23,6 +23,7 @@ One readable loop in the style of torchvision's reference ``train.py``:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -43,6 +44,7 @@ from sdi import distributed
 from sdi.conditioning import prompt_hidden_states, replace_placeholder
 from sdi.datasets import load_rgb
 from sdi.embeddings import clip_image_embeddings
+from sdi.faults import kill_point
 from sdi.models import DTYPES, load_clip_vision, load_sd_pipeline, model_dims, resolve_device
 from sdi.projector import SemanticProjector
 from sdi.tracking import TrackingConfig, accelerate_trackers
@@ -190,6 +192,16 @@ def write_loss_csv(rows: list[dict], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def _checkpoint_projector(checkpoint: Path) -> SemanticProjector:
+    """The projector of a checkpoint, as a fresh instance with its weights: ``from_pretrained``
+    records the folder it read (``_name_or_path``) in the config, which would make a resumed
+    run's saved projector differ from an uninterrupted run's."""
+    loaded = SemanticProjector.from_pretrained(checkpoint)
+    projector = SemanticProjector.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
+    projector.load_state_dict(loaded.state_dict())
+    return projector
+
+
 def save_projector(projector: SemanticProjector, folder: str | Path) -> Path:
     """``save_pretrained`` into a temp folder, then rename: a killed job leaves no half folder."""
     folder = Path(folder)
@@ -286,9 +298,13 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
     if mixed_precision == "fp16" and dev.type == "cpu":
         logger.info("mixed_precision fp16 is not available on the CPU; training in fp32")
         mixed_precision = "no"
-    settings = {"seed": seed, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
-                "drop_prob": drop_prob, "image_size": image_size, "hidden_dim": hidden_dim,
-                "d_clip": dims.d_clip, "d_cross": dims.d_cross, "images": _fingerprint(manifest)}
+    # A JSON round trip gives the checkpoint's settings objects of their own: pickle stores an
+    # object shared with the optimizer (lr, weight_decay) as a back-reference, and a resumed
+    # run, whose optimizer state was loaded from disk, would pickle the same state differently.
+    settings = json.loads(json.dumps({
+        "seed": seed, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "drop_prob": drop_prob,
+        "image_size": image_size, "hidden_dim": hidden_dim, "d_clip": dims.d_clip, "d_cross": dims.d_cross,
+        "images": _fingerprint(manifest)}))
 
     checkpoint = find_checkpoint(out_dir, max_epoch=epochs)
     state = None
@@ -316,7 +332,7 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
     if state is not None and state["epoch"] == epochs:  # already trained: only (re)write the outputs
         if main:
             write_loss_csv(pd.read_csv(checkpoint / LOSS_FILE).to_dict("records"), loss_csv)
-            save_projector(SemanticProjector.from_pretrained(checkpoint), final)
+            save_projector(_checkpoint_projector(checkpoint), final)
         accelerator.wait_for_everyone()
         return TrainResult(final, epochs, epochs, state["global_step"])
 
@@ -327,7 +343,7 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
     frozen = load_frozen_models(sd_path, vae_path, device=accelerator.device, dtype=MIXED_PRECISION[mixed_precision])
 
     if state is not None:
-        projector = SemanticProjector.from_pretrained(checkpoint)
+        projector = _checkpoint_projector(checkpoint)
     else:
         torch.manual_seed(seed)
         projector = SemanticProjector(dims.d_clip, dims.d_cross, hidden_dim)
@@ -394,6 +410,7 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
                 save_checkpoint(out_dir / f"{CHECKPOINT_PREFIX}{epoch}", accelerator.unwrap_model(projector),
                                 {"epoch": epoch, "global_step": global_step, "optimizer": optimizer.state_dict(),
                                  "rng": rng, "settings": settings}, loss_rows)
+                kill_point("projector_checkpoint")
         accelerator.wait_for_everyone()
     progress.close()
     accelerator.end_training()

@@ -94,10 +94,12 @@ def claim_gpus(n: int, available: int | None = None, lock_dir: str | Path = GPU_
 
 
 @contextlib.contextmanager
-def logged(log_path: str | Path, gpus: int = 0):
+def logged(log_path: str | Path, gpus: int = 0, execution: dict | None = None):
     """Send logging records, warnings and stderr (tqdm progress) to log_path and the console.
 
     gpus: GPUs the job was given (its ``gpu`` resource); see :func:`claim_gpus`.
+    execution: the job's execution-only settings (:func:`sdi.config.execution_settings`),
+        written to the log: they are in no params, so the log is their record.
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +114,9 @@ def logged(log_path: str | Path, gpus: int = 0):
         old_stderr, sys.stderr = sys.stderr, tee
         claim_gpus(gpus)
         logging.getLogger("sdi").info("job environment: %s", job_environment())
+        if execution is not None:
+            logging.getLogger("sdi").info("execution settings (changing them reruns nothing): %s",
+                                          " ".join(f"{k}={v}" for k, v in execution.items()))
         try:
             yield logging.getLogger("sdi")
         except BaseException:

@@ -77,9 +77,11 @@ def test_matrix_config_resolves_methods_and_names_bad_references():
     config = {"variants": {"gauss-g2.0": {"sampler": "gauss"}}, "classifier": {"augment": "none"},
               "experiments": {"seeds": [0], "methods": {"real": None, "ra": {"augment": "randaugment"},
                                                         "sdi": {"variant": "gauss-g2.0", "label": "SDI"}}}}
-    assert methods(config) == {"real": {"variant": None, "augment": "none", "label": "real"},
-                               "ra": {"variant": None, "augment": "randaugment", "label": "ra"},
-                               "sdi": {"variant": "gauss-g2.0", "augment": "none", "label": "SDI"}}
+    defaults = {"augment_at": "crop", "multiples": None, "real_copies": 0, "keep_ratio": None, "draw_seed": 0}
+    assert methods(config) == {
+        "real": {"variant": None, "augment": "none", "label": "real", "pool": None, **defaults},
+        "ra": {"variant": None, "augment": "randaugment", "label": "ra", "pool": None, **defaults},
+        "sdi": {"variant": "gauss-g2.0", "augment": "none", "label": "SDI", "pool": "kept", **defaults}}
     assert experiment_errors(config) == []
     config["experiments"]["methods"]["bad"] = {"variant": "gmm9"}
     (error,) = experiment_errors(config)

@@ -102,3 +102,41 @@ def test_paper_cub_config_plans_the_whole_matrix(workflow, tiny_models, tmp_path
     assert jobs["generate"] == n_variants * paper["generation"]["shards"]
     assert jobs["split"] == 1 and "demo_dataset" not in jobs  # the demo is switched off
     assert not (workflow / "results").exists()
+
+
+@pytest.mark.workflow
+def test_device_is_validated(workflow):
+    _edit_config(workflow, lambda c: c.update(device="gpu"))
+    _fails_before_any_job(workflow, "config.device: 'gpu' does not match")
+
+
+@pytest.mark.workflow
+def test_cuda_without_a_gpu_fails_before_any_job(workflow):
+    from sdi.workflow import visible_gpu_count
+
+    if visible_gpu_count():
+        pytest.skip("this machine has a GPU")
+    _edit_config(workflow, lambda c: c.update(device="cuda"))
+    proc = run_snakemake(workflow, "--cores", "1", "all", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config.device: 'cuda' but this machine has 0 usable GPU(s)" in output, output
+    assert not (workflow / "results").exists() and not (workflow / "resources").exists()  # no job ran
+    # a dry run still plans (the check is for the machine that runs the jobs)
+    assert run_snakemake(workflow, "-n", "--cores", "1", "all").returncode == 0
+
+
+def test_execution_only_keys_are_the_schemas():
+    """sdi.config.EXECUTION_ONLY (what rules keep out of params and snapshots) is exactly what
+    config/schema.yaml marks x-execution-only."""
+    from conftest import REPO
+
+    from sdi.config import execution_only_paths
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    marked = []
+    for key, prop in schema["properties"].items():
+        if prop.get("x-execution-only"):
+            marked.append(key)
+        marked += [f"{key}.{sub}" for sub, p in prop.get("properties", {}).items()
+                   if isinstance(p, dict) and p.get("x-execution-only")]
+    assert sorted(marked) == sorted(execution_only_paths())

@@ -5,6 +5,7 @@ it invalidates (asserted on dry-run job lists)."""
 import base64
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -54,11 +55,17 @@ def planned_jobs(workflow) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, tiny_models):
+    """The demo on user model folders (models.tiny: false): copies of the tiny models, which a
+    test may rewrite."""
+    import shutil
+
     from conftest import copy_workflow
 
-    workflow = copy_workflow(tmp_path_factory.mktemp("demo") / "wf")
-    _write_config(workflow, **SMALL)
+    root = tmp_path_factory.mktemp("demo")
+    workflow = copy_workflow(root / "wf")
+    models = {name: str(shutil.copytree(folder, root / "models" / name)) for name, folder in tiny_models.items()}
+    _write_config(workflow, **SMALL, models={"tiny": False, **models})
     run_snakemake(workflow, "--cores", "2", "all")
     return workflow
 
@@ -178,6 +185,16 @@ def test_summary_and_report(demo_run):
 def test_only_invalidated_steps_rerun(demo_run):
     assert planned_jobs(demo_run) == {}
 
+    # execution-only settings (config/schema.yaml x-execution-only) say how jobs run, not what
+    # they compute: changing every one of them plans nothing
+    original = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())
+    _write_config(demo_run, device="cpu", embeddings={"batch_size": 3}, filter={"batch_size": 5},
+                  generation={"batch_size": 3, "compile": True}, diagnostics={"batch_size": 7},
+                  classifier={"num_workers": 1}, resources={"train_classifier": {"cpus": 1, "mem_mb": 999}},
+                  cluster={"account": "lab", "partition": "gpu"})
+    assert planned_jobs(demo_run) == {}
+    (demo_run / "config" / "config.yaml").write_text(yaml.safe_dump(original, sort_keys=False))
+
     # runs that draw from every generated image (sdi-2x) do not depend on the filter
     _write_config(demo_run, filter={"keep_ratio": 0.25})
     figures = {"diagnostics": 2, "report_filter_figures": 2, "training_curves": 1, "summary": 1}
@@ -201,3 +218,17 @@ def test_filtered_target_builds_alone(tmp_path):
     _write_config(workflow, **SMALL)
     out = run_snakemake(workflow, "-n", "--cores", "2", "results/demo/filtered").stdout
     assert "train_classifier" not in out and "filter_default" in out and "text" not in out.split("Job stats")[1]
+
+
+@pytest.mark.workflow
+def test_rewritten_model_weights_rerun_the_projector_onward(demo_run):
+    """Swapping the weights inside a user's SD folder reruns every job that read them, and no other."""
+    assert planned_jobs(demo_run) == {}
+    config = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())
+    weights = next(Path(config["models"]["sd"], "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # rewritten in place: same name, new mtime
+    jobs = planned_jobs(demo_run)
+    upstream = {"train_projector": 1, "embeddings": 1, "generate": 4, "filter_default": 1, "filter": 1}
+    assert upstream.items() <= jobs.items(), jobs
+    assert jobs["train_classifier"] == 4  # sdi and sdi-2x, 2 seeds; real and copies read no model
+    assert not {"split", "demo_dataset", "tiny_models"} & set(jobs)

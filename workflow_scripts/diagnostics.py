@@ -3,17 +3,20 @@
 input:  embeddings (embeddings.parquet), samples (SEI variants only), filtered (the variant's filter
         folder), split (the split folder: test.parquet), clip (tiny models only).
 output: summary, per_class, duplicates, distances, projection (all in params.out_dir).
-params: out_dir; models (the CLIP folder in use); options (config.diagnostics); device.
+params: out_dir; models (the CLIP folder in use); options (config.diagnostics less batch_size). device and
+        batch_size come from the config (execution-only).
 """
 
+from sdi.config import execution_settings
 from sdi.diagnostics import diagnose_variant
 from sdi.workflow import logged
 
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
+execution = execution_settings(snakemake.config, "diagnostics")  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
     inp, p = snakemake.input, snakemake.params  # noqa: F821
     o = dict(p.options)
     summary = diagnose_variant(inp.embeddings, inp.get("samples"), inp.filtered, inp.split, p.models["clip"],
-                               p.out_dir, device=p.device, batch_size=o["batch_size"],
+                               p.out_dir, device=execution["device"], batch_size=execution["batch_size"],
                                num_workers=max(0, snakemake.threads - 1), k=o["k"],  # noqa: F821
                                duplicate_threshold=o["duplicate_threshold"],
                                projection_classes=o["projection_classes"], filter_clip=p.filter_clip)

@@ -2,7 +2,7 @@
 
 input:  split (folder with train.parquet), projector (folder); the tiny CLIP folder when models.tiny
 output: the embeddings Parquet file (output[0])
-params: models ({sd, vae, clip}), batch_size, device
+params: models ({sd, vae, clip}); batch_size and device come from the config (execution-only)
 threads: DataLoader workers (minus the main process)
 """
 
@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from sdi.config import execution_settings
 from sdi.embeddings import extract_embeddings, write_embeddings
 from sdi.workflow import logged
 
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
+execution = execution_settings(snakemake.config, "embeddings")  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     table = extract_embeddings(pd.read_parquet(Path(inp.split) / "train.parquet"), inp.projector, p.models["clip"],
-                               batch_size=p.batch_size, device=p.device,
+                               batch_size=execution["batch_size"], device=execution["device"],
                                num_workers=max(0, snakemake.threads - 1))  # noqa: F821
     write_embeddings(table, out[0])
     log.info("%d embeddings -> %s", len(table), out[0])

@@ -2,15 +2,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from sdi.config import execution_settings
 from sdi.filtering import filter_generated
 from sdi.tracking import TrackingConfig, log_image
 from sdi.workflow import logged
 
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
+execution = execution_settings(snakemake.config, "filter")  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
     p, out_dir = snakemake.params, snakemake.output[0]  # noqa: F821
     manifest = pd.concat([pd.read_parquet(f) for f in snakemake.input.shards], ignore_index=True)  # noqa: F821
-    scored = filter_generated(manifest, p.models["clip"], p.keep_ratio, out_dir, batch_size=p.batch_size,
-                              device=p.device, dtype=p.dtype, score=p.score,
+    scored = filter_generated(manifest, p.models["clip"], p.keep_ratio, out_dir, batch_size=execution["batch_size"],
+                              device=execution["device"], dtype=p.dtype, score=p.score,
                               num_workers=max(0, snakemake.threads - 1), filter_clip=p.filter_clip)  # noqa: F821
     variant_dir = Path(snakemake.input.shards[0]).parents[1]  # noqa: F821  results/<dataset>/sei/<variant>
     log_image(variant_dir, TrackingConfig.from_config(snakemake.config), "filter/kept_and_dropped",  # noqa: F821

@@ -10,7 +10,7 @@ output: metrics (<out_dir>/metrics.json), log_csv (<out_dir>/log.csv), run_confi
 params: out_dir; settings: train_classifier keywords (config.classifier with the method's augment and
         augment_at and the run's seed); training_set: variant, pool, multiples, real_copies, keep_ratio,
         draw_seed (sdi.training_set.build_training_set); snapshot: every setting the run depends on
-        (sdi.summary.run_snapshot); device.
+        (sdi.summary.run_snapshot). device and num_workers come from the config (execution-only).
 """
 
 from pathlib import Path
@@ -19,12 +19,14 @@ import pandas as pd
 import torch
 
 from sdi.classifier import train_classifier
+from sdi.config import execution_settings
 from sdi.summary import write_run_config
 from sdi.tracking import TrackingConfig
 from sdi.training_set import method_training_set, read_generated
 from sdi.workflow import logged
 
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
+execution = execution_settings(snakemake.config, "classifier")  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     out_dir = Path(p.out_dir)
     if [Path(out.metrics), Path(out.log_csv)] != [out_dir / "metrics.json", out_dir / "log.csv"]:
@@ -46,6 +48,6 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  #
                  ts["pool"], f", re-selected at keep_ratio {ts['keep_ratio']}" if ts["keep_ratio"] is not None else "")
     log.info("training set: %d rows (%s)", len(train), train.source.value_counts().to_dict())
     train_classifier(train, split["val"], split["test"], out_dir, num_classes=num_classes,
-                     class_names=[name_of.get(c, str(c)) for c in range(num_classes)], device=p.device,
+                     class_names=[name_of.get(c, str(c)) for c in range(num_classes)], **execution,
                      tracking=TrackingConfig.from_config(snakemake.config),  # noqa: F821
                      run_name=p.out_dir.removeprefix("results/"), **p.settings)

@@ -4,7 +4,7 @@ input:  split (folder with train.parquet); the tiny model folders when models.ti
 output: projector (folder), loss (CSV)
 params: models ({sd, vae, clip}; vae is the generation VAE and is not used here),
         checkpoint_dir (not an output: Snakemake keeps it after a failed or killed job, and the
-        rerun resumes from it), settings (config.projector), device
+        rerun resumes from it), settings (config.projector); device comes from the config (execution-only)
 threads: DataLoader workers (minus the main process)
 tracking: config.tracking (read at run time: changing it reruns nothing); TensorBoard events go to
         results/<dataset>/projector/tensorboard/ (beside the loss CSV)
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sdi.config import execution_settings
 from sdi.tracking import TrackingConfig
 from sdi.train_projector import train_projector
 from sdi.workflow import logged
@@ -21,12 +22,13 @@ from sdi.workflow import logged
 SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "drop_prob", "image_size", "hidden_dim",
             "mixed_precision", "checkpoint_every", "seed", "processes")
 
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0)) as log:  # noqa: F821
+execution = execution_settings(snakemake.config)  # noqa: F821
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
     inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     settings = {k: v for k, v in p.settings.items() if k in SETTINGS}
     result = train_projector(
         pd.read_parquet(Path(inp.split) / "train.parquet"), p.models["sd"], p.models["clip"], p.checkpoint_dir,
-        **settings, device=p.device, loss_csv=out.loss, projector_dir=out.projector,
+        **settings, device=execution["device"], loss_csv=out.loss, projector_dir=out.projector,
         num_workers=max(0, snakemake.threads - 1),  # noqa: F821
         tracking=TrackingConfig.from_config(snakemake.config), tracking_dir=Path(out.loss).parent,  # noqa: F821
         run_name=f"{snakemake.wildcards.dataset}/projector",  # noqa: F821
