@@ -128,9 +128,9 @@ def test_cuda_without_a_gpu_fails_before_any_job(workflow):
 def test_execution_only_keys_are_the_schemas():
     """sdi.config.EXECUTION_ONLY (what rules keep out of params and snapshots) is exactly what
     config/schema.yaml marks x-execution-only."""
-    from conftest import REPO
-
     from sdi.config import execution_only_paths
+
+    from conftest import REPO
 
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
     marked = []
