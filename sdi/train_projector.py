@@ -413,7 +413,6 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
                 kill_point("projector_checkpoint")
         accelerator.wait_for_everyone()
     progress.close()
-    accelerator.end_training()
 
     if main:
         save_projector(accelerator.unwrap_model(projector), final)
@@ -422,4 +421,6 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
                     epochs, global_step, images_trained / max(elapsed, 1e-9),
                     f"{np.mean(epoch_losses):.5f}" if start_epoch < epochs else "n/a", final)
     accelerator.wait_for_everyone()
+    for tracker in accelerator.trackers:  # what end_training does, less ending the process group,
+        tracker.finish()  # which belongs to sdi.distributed's launcher
     return TrainResult(final, start_epoch, epochs, global_step)

@@ -91,7 +91,8 @@ def test_classifier_on_two_processes(digits_split, tmp_path, caplog):
                                seed=0, device="cpu", num_workers=0, processes=2)
 
     # one set of files, written once (rank 0), nothing half-written
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv", "metrics.json",
+                                                     "train_set.parquet"]
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert pd.read_csv(out / "log.csv").epoch.tolist() == [1, 2]
     last = torch.load(out / "last.pt", weights_only=False)
