@@ -16,26 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from sdi.config import merged_config_files
 from sdi.filtering import select_top
 from sdi.summary import experiment_errors, methods
 from sdi.training_set import build_training_set, counts, steps_per_epoch, synthetic_pool
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def merged(*files: Path) -> dict:
-    """Config files merged key by key, as Snakemake merges --configfile over the configfile directive."""
-    def merge(base: dict, new: dict) -> dict:
-        for k, v in new.items():
-            base[k] = merge(base.get(k) or {}, v) if isinstance(v, dict) else v
-        return base
-
-    config: dict = {}
-    for f in files:
-        merge(config, yaml.safe_load(Path(f).read_text()))
-    return config
 
 
 def stand_in_real(n_train: int, n_classes: int) -> pd.DataFrame:
@@ -65,7 +52,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=None, help="processes (default: resources.train_classifier.gpus)")
     args = parser.parse_args()
 
-    config = merged(REPO / "config" / "config.yaml", args.config)
+    config = merged_config_files(REPO / "config" / "config.yaml", args.config)
     problems = experiment_errors(config)
     if problems:
         raise SystemExit("\n".join(problems))

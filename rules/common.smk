@@ -19,7 +19,7 @@ from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
 from sdi.fingerprints import list_files, write_listing
 from sdi.medmnist import npz_path
 from sdi.model_folders import filter_clip_errors, projector_fit_errors
-from sdi.summary import experiment_errors, methods, run_snapshot
+from sdi.summary import TRAINING_SET_KEYS, experiment_errors, methods, run_snapshot
 from sdi.tracking import tracking_problem
 
 try:
@@ -226,11 +226,13 @@ def classifier_settings(wildcards):
     }
 
 
+def training_set_of(method):
+    """How a resolved method's training set is built (sdi.training_set.method_training_set)."""
+    return {k: method[k] for k in TRAINING_SET_KEYS}
+
+
 def training_set_settings(wildcards):
-    """How the run's training set is built (sdi.training_set.build_training_set)."""
-    m = METHODS[wildcards.method]
-    keys = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
-    return {k: m[k] for k in keys}
+    return training_set_of(METHODS[wildcards.method])
 
 
 def run_config_snapshot(wildcards):

@@ -31,12 +31,7 @@ def export_input(wildcards):
 
 
 def export_training_set(wildcards):
-    from sdi.training_set import (
-        METHOD_KEYS,
-    )  # numpy, pandas: only when an export is planned
-
-    m = export_method(wildcards)
-    return {k: m[k] for k in METHOD_KEYS}
+    return training_set_of(export_method(wildcards))
 
 
 def export_settings(wildcards):

@@ -180,6 +180,20 @@ def variant_settings(config: dict, name: str) -> dict:
     }
 
 
+def merged_config_files(*files: str | Path) -> dict:
+    """Config files merged key by key, later files winning, as Snakemake merges ``--configfile``
+    over the Snakefile's ``configfile:`` (e.g. config/config.yaml then config/paper/cub.yaml)."""
+    def merge(base: dict, new: dict) -> dict:
+        for k, v in new.items():
+            base[k] = merge(base.get(k) or {}, v) if isinstance(v, dict) else v
+        return base
+
+    config: dict = {}
+    for f in files:
+        merge(config, yaml.safe_load(Path(f).read_text()) or {})
+    return config
+
+
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every schema violation and missing path in config."""
     schema = yaml.safe_load(Path(schema_path).read_text())

@@ -47,6 +47,9 @@ METRICS = ("top1", "balanced")
 METHOD_KEYS = {"variant", "augment", "augment_at", "label", "multiples", "pool", "real_copies", "keep_ratio",
                "draw_seed"}
 FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.variant_settings that only filtering reads
+# The settings of a resolved method that decide its training set: the keywords of
+# sdi.training_set.method_training_set (here, so that planning need not import pandas).
+TRAINING_SET_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
 SYNTHETIC_KEYS = ("multiples", "pool", "keep_ratio", "draw_seed")  # meaningful only with a variant
 
 

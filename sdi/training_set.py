@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sdi.summary import TRAINING_SET_KEYS
+
 SOURCES = ("real", "real_copy", "synthetic")
 COLUMNS = ["path", "label", "source", "variant"]
-# The settings of a resolved method (sdi.summary.methods) that decide its training set: the keywords of
-# method_training_set.
-METHOD_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
+METHOD_KEYS = TRAINING_SET_KEYS  # the keywords of method_training_set (sdi.summary.methods resolves them)
 
 
 def _rows(table: pd.DataFrame, source: str, variant: str | None) -> pd.DataFrame:

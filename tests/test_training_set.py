@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from sdi.config import merged_config_files
 from sdi.filtering import select_top
 from sdi.summary import experiment_errors, methods
 from sdi.training_set import build_training_set, draw_per_class, select_kept, steps_per_epoch, synthetic_pool
@@ -103,22 +104,10 @@ def test_steps_per_epoch_is_what_the_loaders_give(n, batch):
         assert steps_per_epoch(n, batch, world) == len(loader)
 
 
-def _merged(*files: Path) -> dict:
-    """Config files merged key by key, as Snakemake merges --configfile over the configfile directive."""
-    def merge(base, new):
-        for k, v in new.items():
-            base[k] = merge(base.get(k) or {}, v) if isinstance(v, dict) else v
-        return base
-    config = {}
-    for f in files:
-        merge(config, yaml.safe_load(f.read_text()))
-    return config
-
-
 def test_paper_cub_config_gives_the_reference_steps_per_epoch():
     """METHOD section 8: on CUB the reference ran ~12 (real), ~246 (RandAugment) and ~70 (SDI 5x)
     steps per epoch. CUB-sized manifests: 5,994 training images in 200 classes, 40x generated."""
-    config = _merged(REPO / "config" / "config.yaml", REPO / "config" / "paper" / "cub.yaml")
+    config = merged_config_files(REPO / "config" / "config.yaml", REPO / "config" / "paper" / "cub.yaml")
     assert config["split"]["val_source"] == "test"  # every training image trains
     assert experiment_errors(config) == []
     counts = {c: 30 if c < 194 else 29 for c in range(200)}
@@ -146,7 +135,7 @@ def test_paper_cub_config_gives_the_reference_steps_per_epoch():
 
 def test_every_paper_config_has_the_table_rows():
     for path in sorted((REPO / "config" / "paper").glob("*.yaml")):
-        config = _merged(REPO / "config" / "config.yaml", path)
+        config = merged_config_files(REPO / "config" / "config.yaml", path)
         assert experiment_errors(config) == [], path
         resolved = methods(config)
         assert {"real", "randaugment", "cutout", "gridmask", "sd-text", "sdi"} <= set(resolved), path
