@@ -6,10 +6,12 @@ killed job never leaves a half-written file that a later run would trust.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from sdi._lazy import lazy_import
@@ -58,7 +60,10 @@ def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> li
         m = _TMP_NAME.match(entry.name)
         if not m or (name is not None and m["name"] != name) or m["host"] != host or _alive(int(m["pid"])):
             continue
-        entry.unlink(missing_ok=True)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
 
@@ -82,6 +87,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], clean
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Fill a folder atomically: ``with atomic_dir(path) as tmp:`` yields an empty temporary
+    sibling folder (:func:`temp_sibling`); when the block ends without an exception it replaces
+    ``path`` by two renames (an older ``path`` is moved aside first, then removed), so ``path``
+    is never half-written nor a mix of old and new; on an exception the temporary folder is
+    removed and ``path`` is left as it was. Temporary folders of this artifact left by killed
+    processes are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old_name = f"{path.name}.old"
+    for name in (path.name, old_name):
+        remove_stale_temps(path.parent, name)
+    tmp = temp_sibling(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if path.exists() or path.is_symlink():
+            old = temp_sibling(path.with_name(old_name))
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_parquet(table: pd.DataFrame | pa.Table, path: str | os.PathLike) -> Path:
