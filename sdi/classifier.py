@@ -12,27 +12,31 @@ once. Everything a run produces is written as data into ``out_dir``:
 - ``train_set.parquet``: the exact training set, one row per example of one epoch
   (``path``, ``label``, ``source``, ``variant``; see :mod:`sdi.training_set`);
 - ``log.csv``: one row per epoch (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_balanced);
-- ``best.pt``: the weights of the best validation epoch (``{"model": state_dict, "epoch", ...}``);
+- ``best/``: the weights of the best validation epoch, ``model.safetensors`` and ``config.json``
+  (architecture, classes, image sizes, normalisation, epoch); :func:`load_classifier` reads it;
 - ``tensorboard/``: the log.csv curves and the test metrics as TensorBoard scalars (``tracking``, see
   :mod:`sdi.tracking`; optionally a W&B run too);
-- ``last.pt``: the resumable state after the latest epoch (model, optimizer, scheduler, epoch,
-  best so far, history, RNG states). A new call with the same data and hyperparameters resumes
-  from it; a ``last.pt`` written for other data or hyperparameters is ignored (with a warning)
-  and overwritten.
+- ``last/``: the resumable state after the latest epoch (:class:`TrainingState`: weights, optimizer
+  and scheduler state, epoch, best so far, history, random streams), safetensors and JSON. A new
+  call with the same data and hyperparameters resumes from it; a ``last/`` written for other data
+  or hyperparameters is ignored (with a warning) and overwritten.
 
-Every file is written under a temporary name and renamed, so a killed job never leaves a
-half-written file.
+Every file and folder is written under a temporary name and renamed, so a killed job never
+leaves a half-written one.
 
-Several GPUs (torchvision's recipe): with more than one visible GPU (or ``processes`` > 1) the
-run is spread over one process per GPU (:mod:`sdi.distributed`): DistributedDataParallel,
-SyncBatchNorm, a DistributedSampler reshuffled per epoch, ``batch_size`` split between the
-processes (it stays the global batch, so the hyperparameters mean the same on any number of
-GPUs), validation and test split between the processes and their predictions gathered, so
-the metrics are those of the whole set; only rank 0 writes files.
+Several GPUs (torchvision's recipe): run under ``torchrun`` (the workflow starts one process per
+visible GPU with :func:`sdi.distributed.launch`, and this module is torchrun's entry point:
+``torchrun --nproc-per-node N -m sdi.classifier '<job JSON>'``, see :func:`run_job`), each
+process trains its share: DistributedDataParallel, SyncBatchNorm, a DistributedSampler
+reshuffled per epoch, ``batch_size`` split between the processes (it stays the global batch, so
+the hyperparameters mean the same on any number of GPUs), validation and test split between the
+processes and their predictions gathered, so the metrics are those of the whole set; only rank 0
+writes files.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -40,6 +44,7 @@ import math
 import os
 import random
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +61,7 @@ from tqdm import tqdm
 from sdi import distributed, training_set
 from sdi.datasets import load_rgb
 from sdi.metrics import classification_metrics
-from sdi.tables import atomic_write, write_parquet
+from sdi.tables import atomic_dir, atomic_write, write_parquet
 from sdi.tracking import Tracker, TrackingConfig
 
 logger = logging.getLogger(__name__)
@@ -262,6 +267,56 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
 
 
+
+@dataclass
+class Datasets:
+    """The run's data: ``rows`` is the training set (:data:`sdi.training_set.COLUMNS`, one row per
+    example of an epoch); ``train`` applies the training transforms to it, ``val`` and ``test`` the
+    evaluation ones."""
+
+    rows: pd.DataFrame
+    train: ManifestDataset
+    val: ManifestDataset
+    test: ManifestDataset
+
+
+def build_datasets(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, *, num_classes: int, resize: int,
+                   crop: int, augment: str, augment_at: str, synthetic: pd.DataFrame | None = None) -> Datasets:
+    """Check the manifests (see :func:`train_classifier`) and wrap them in datasets with the METHOD transforms."""
+    rows = _training_rows(train, synthetic, num_classes)
+    val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
+    eval_tf = build_transforms(resize, crop, "none", train=False)
+    return Datasets(rows, ManifestDataset(rows, build_transforms(resize, crop, augment, train=True,
+                                                                 augment_at=augment_at)),
+                    ManifestDataset(val, eval_tf), ManifestDataset(test, eval_tf))
+
+
+def build_train_loader(dataset: ManifestDataset, batch_size: int, seed: int, generator: torch.Generator,
+                       **loader_kw) -> DataLoader:
+    """Shuffled batches of the global ``batch_size``; under DDP each process loads its share.
+
+    One process: a last batch of one image is dropped (it breaks BatchNorm on small inputs,
+    1x1 feature maps). Several: a DistributedSampler gives every process an equal shard (padded
+    by repeating images) reshuffled per epoch (``set_epoch``); SyncBatchNorm sees the whole batch.
+    ``generator`` (reseeded per epoch by the caller) draws the shuffle and the workers' seeds.
+    """
+    world = distributed.world_size()
+    if world == 1:
+        n = len(dataset)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                          drop_last=n % batch_size == 1 < n, **loader_kw)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=max(1, batch_size // world), sampler=sampler, generator=generator,
+                      **loader_kw)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global random streams."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 # --------------------------------------------------------------------------- model
 def build_model(num_classes: int) -> nn.Module:
     """torchvision ResNet50 with random weights (``weights=None``) and a ``num_classes``-way head."""
@@ -349,25 +404,113 @@ def evaluate_all(model: nn.Module, dataset: Dataset, criterion: nn.Module, devic
     return sum(part[0] for part in parts) / len(dataset), y_true, y_pred
 
 
-# --------------------------------------------------------------------------- files
-def _rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+# --------------------------------------------------------------------------- checkpoints
+def _tensor_text(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode()
 
 
-def _set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def _text_tensor(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
 
-def _fingerprint(params: dict, train: pd.DataFrame, val: pd.DataFrame) -> str:
+def rng_state() -> dict:
+    """This process's random streams (torch, CUDA, numpy, python) as JSON-able data."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": _tensor_text(torch.get_rng_state()), "cuda": [_tensor_text(s) for s in cuda],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(internal), python_gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(_text_tensor(state["torch"]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_text_tensor(s) for s in state["cuda"]])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, python_gauss = state["python"]
+    random.setstate((version, tuple(internal), python_gauss))
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands after ``epoch``; with the weights, optimizer and scheduler it resumes the run.
+
+    Saved by :meth:`save` as a folder (written atomically) that describes itself:
+    ``model.safetensors``, ``optimizer.safetensors`` (the optimizer's tensors, e.g. SGD momentum)
+    and ``state.json`` (these fields, the optimizer's other state and param groups, the
+    scheduler's state, and the random streams of every process, :func:`rng_state`).
+    ``fingerprint`` names the data and hyperparameters; a checkpoint of another run is not resumed.
+    """
+
+    fingerprint: str
+    params: dict
+    world_size: int = 1
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val_top1: float = -1.0
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    rng: list[dict] = field(default_factory=list)
+
+    def save(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
+        from safetensors.torch import save_file
+
+        opt = optimizer.state_dict()
+        tensors = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+        other = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in opt["state"].items()}
+        state = {**asdict(self), "optimizer": {"param_groups": opt["param_groups"], "state": other},
+                 "scheduler": scheduler.state_dict()}
+        with atomic_dir(folder) as tmp:
+            save_file(model.state_dict(), tmp / "model.safetensors")
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "optimizer.safetensors")
+            (tmp / "state.json").write_text(json.dumps(state) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> TrainingState:
+        """Load the weights, optimizer and scheduler of ``folder`` into the given objects; return the state."""
+        from safetensors.torch import load_file
+
+        state = json.loads((folder / "state.json").read_text())
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+        saved = state.pop("optimizer")
+        per_param = {int(i): dict(s) for i, s in saved["state"].items()}
+        for key, value in load_file(folder / "optimizer.safetensors").items():
+            i, name = key.split(".", 1)
+            per_param.setdefault(int(i), {})[name] = value
+        optimizer.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
+        scheduler.load_state_dict(state.pop("scheduler"))
+        return cls(**state)
+
+
+def save_best(folder: Path, model: nn.Module, config: dict) -> None:
+    """The chosen weights as a self-describing folder: ``model.safetensors`` and ``config.json``
+    (architecture, classes, image sizes, normalisation, epoch and validation top-1), see :func:`load_classifier`."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        save_file(model.state_dict(), tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(ResNet50 in eval mode with the weights of ``folder``, its config.json), e.g. ``<run>/best``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    model = build_model(config["num_classes"])
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    return model.to(device).eval(), config
+
+
+def _fingerprint(params: dict, train: pd.DataFrame, val: ManifestDataset) -> str:
     """What a resumable checkpoint must agree on: hyperparameters and the exact images and labels."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for table in (train, val):
-        h.update(pd.util.hash_pandas_object(table[["path", "label"]], index=False).to_numpy().tobytes())
+    for table in (train[["path", "label"]], pd.DataFrame({"path": val.paths, "label": val.labels})):
+        h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
 
@@ -375,31 +518,64 @@ def _write_log(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
 
 
-def _save_best(path: Path, model_state: dict, epoch: int, val_top1: float, meta: dict) -> None:
-    state = {"model": model_state, "epoch": epoch, "val_top1": val_top1, **meta}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+def resume(out_dir: Path, fresh: TrainingState, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+           best_config: dict) -> TrainingState:
+    """The state to start from: ``fresh``, unless ``out_dir/last`` is a checkpoint of the same run.
+
+    Then its weights, optimizer and schedule are loaded into ``model`` (the bare one),
+    ``optimizer`` and ``scheduler``, each process continues its own random streams (when the
+    number of processes is the same), and what a kill between two writes left behind is
+    repaired: ``best/`` (if the last epoch was the best) and ``log.csv``.
+    """
+    last, main = out_dir / "last", distributed.is_main_process()
+    if not (last / "state.json").is_file():
+        return fresh
+    if json.loads((last / "state.json").read_text())["fingerprint"] != fresh.fingerprint:
+        if main:
+            logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 and "
+                           "overwriting it", last)
+        return fresh
+    state = TrainingState.load(last, model, optimizer, scheduler)
+    if state.world_size == fresh.world_size:
+        set_rng_state(state.rng[distributed.rank()])
+    elif main:
+        logger.warning("%s was written by %d process(es), this run has %d: resuming the weights, optimizer and "
+                       "schedule, with fresh random streams", last, state.world_size, fresh.world_size)
+    state.world_size = fresh.world_size
+    if main:
+        best = out_dir / "best" / "config.json"
+        if state.best_epoch == state.epoch and (not best.is_file()
+                                                or json.loads(best.read_text())["epoch"] != state.best_epoch):
+            save_best(out_dir / "best", model, {**best_config, "epoch": state.epoch, "val_top1": state.best_val_top1})
+        _write_log(out_dir / "log.csv", state.history)
+        logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)", last, state.epoch,
+                    state.best_epoch, state.best_val_top1)
+    return state
 
 
-# --------------------------------------------------------------------------- entry point
+# --------------------------------------------------------------------------- the run
 def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
                      num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
                      batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
                      resize: int = 256, crop: int = 224, augment: str = "none", augment_at: str = "crop",
                      seed: int = 0, device: str = "auto", num_workers: int = 2,
-                     synthetic: pd.DataFrame | None = None,
-                     amp: bool = False, stop_after_epoch: int | None = None,
-                     processes: int | None = None, tracking: TrackingConfig | None = None,
+                     synthetic: pd.DataFrame | None = None, amp: bool = False,
+                     stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
                      run_name: str | None = None) -> dict | None:
     """Train ResNet50 from scratch, choose the epoch on validation, evaluate test once.
+
+    Runs in this process, or in each process of a torchrun job (:mod:`sdi.distributed`; the
+    workflow starts those with :func:`sdi.distributed.launch` and :func:`run_job`).
 
     Args:
         train, val, test: manifests with columns ``path`` (str) and ``label`` (int, 0..C-1). ``train`` is
             one row per training example of an epoch; it may be a :func:`sdi.training_set.build_training_set`
             table (``source``, ``variant``), else every row counts as ``real``.
-        out_dir: folder for metrics.json, log.csv, train_set.parquet, best.pt and last.pt (created if missing).
+        out_dir: folder for metrics.json, log.csv, train_set.parquet, best/ and last/ (created if missing).
         num_classes: C. class_names: C names for the per-class metrics (default: the labels).
         epochs, batch_size, lr, momentum, weight_decay: SGD with cosine annealing over ``epochs``
-            and cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4).
+            and cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4). ``batch_size`` is the global
+            batch, split between the processes.
         resize, crop: image sizes of the transforms (published: 256, 224), see :func:`build_transforms`.
         augment: 'none' | 'randaugment' | 'cutout' | 'gridmask' (the paper's augmentation baselines).
         augment_at: 'crop' (after the crop, METHOD section 7) or 'raw' (on the raw image before the
@@ -410,29 +586,13 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
         synthetic: optional (path, label) manifest of synthetic images, added to ``train`` as ``synthetic`` rows.
         amp: bf16 autocast on CUDA (ignored on CPU); off by default (the reference trains in fp32).
         stop_after_epoch: stop cleanly after this epoch (e.g. to fit a time-limited job) and
-            return None; the next call with the same arguments resumes from last.pt.
-        processes: training processes (DDP); None = one per visible GPU (1 on the CPU), see
-            :func:`sdi.distributed.world_size_for`. ``batch_size`` is split between them.
+            return None; the next call with the same arguments resumes from last/.
         tracking: TensorBoard (``out_dir/tensorboard``) and/or W&B (:class:`sdi.tracking.TrackingConfig`);
             None tracks nothing. run_name: the W&B run name (default: out_dir).
 
     Returns:
         The content of metrics.json (see the module docstring), or None when stopped early.
     """
-    options = {k: v for k, v in locals().items() if k != "processes"}  # the arguments above, as passed
-    world = distributed.world_size_for(device, processes, key="classifier.processes")
-    if world > 1:
-        return distributed.launch(_train_classifier, options, world, device=device)
-    return _train_classifier(**options)
-
-
-def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
-                      num_classes: int, class_names: list[str] | None, epochs: int, batch_size: int, lr: float,
-                      momentum: float, weight_decay: float, resize: int, crop: int, augment: str, augment_at: str,
-                      seed: int, device: str, num_workers: int, synthetic: pd.DataFrame | None, amp: bool,
-                      stop_after_epoch: int | None, tracking: TrackingConfig | None = None,
-                      run_name: str | None = None) -> dict | None:
-    """The body of :func:`train_classifier`, in one process or in each rank of a process group."""
     t_start = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -440,104 +600,59 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
         raise ValueError(f"classifier class_names has {len(class_names)} entries, expected num_classes={num_classes}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"classifier epochs ({epochs}) and batch_size ({batch_size}) must be >= 1")
-    train_all = _training_rows(train, synthetic, num_classes)
-    val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
-    n_rows = training_set.counts(train_all)
     device = distributed.local_device(device)
     world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
     amp = bool(amp and device.type == "cuda")
     params = {"num_classes": num_classes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
               "weight_decay": weight_decay, "resize": resize, "crop": crop, "augment": augment, "seed": seed,
               "amp": amp}
-    if augment_at != "crop":  # only when set, so runs made before the option keep their checkpoints
+    if augment_at != "crop":  # only when set, so runs made before the option keep their fingerprint
         params["augment_at"] = augment_at
-    meta = {"arch": "resnet50", "num_classes": num_classes, "class_names": class_names, "resize": resize,
-            "crop": crop, "mean": list(MEAN), "std": list(STD)}
+    best_config = {"arch": "resnet50", "num_classes": num_classes, "class_names": class_names, "resize": resize,
+                   "crop": crop, "mean": list(MEAN), "std": list(STD)}
 
     # --- data
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    train_tf = build_transforms(resize, crop, augment, train=True, augment_at=augment_at)
-    eval_tf = build_transforms(resize, crop, "none", train=False)
-    generator = torch.Generator()
-    rank_batch = max(1, batch_size // world)  # batch_size is the global batch
-    if main and rank_batch * world != batch_size:
+    data = build_datasets(train, val, test, num_classes=num_classes, resize=resize, crop=crop, augment=augment,
+                          augment_at=augment_at, synthetic=synthetic)
+    n_rows = training_set.counts(data.rows)
+    if main and batch_size % world:
         logger.warning("classifier batch_size %d is not a multiple of %d processes; the global batch is %d",
-                       batch_size, world, rank_batch * world)
-    loader_kw = {"batch_size": rank_batch, "num_workers": num_workers, "pin_memory": device.type == "cuda",
-                 "worker_init_fn": _seed_worker}
-    train_set = ManifestDataset(train_all, train_tf)
-    if world == 1:
-        # A last batch of one image breaks BatchNorm on small inputs (1x1 feature maps); drop only that case.
-        train_loader = DataLoader(train_set, shuffle=True, generator=generator,
-                                  drop_last=len(train_all) % batch_size == 1 < len(train_all), **loader_kw)
-    else:  # equal shards (padded by repeating images); SyncBatchNorm sees the whole global batch
-        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-        train_loader = DataLoader(train_set, sampler=sampler, generator=generator, **loader_kw)
+                       batch_size, world, max(1, batch_size // world) * world)
+    loader_kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "worker_init_fn": _seed_worker}
+    generator = torch.Generator()
+    seed_everything(seed)
+    train_loader = build_train_loader(data.train, batch_size, seed, generator, **loader_kw)
     # Evaluation draws no random numbers, but a DataLoader iterator takes a seed from its generator
     # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
-    eval_kw = {**loader_kw, "generator": torch.Generator().manual_seed(seed)}
-    val_set = ManifestDataset(val, eval_tf)
+    eval_kw = {**loader_kw, "batch_size": max(1, batch_size // world), "generator": torch.Generator().manual_seed(seed)}
 
     # --- model, optimizer, scheduler
     model = setup_distributed(build_model(num_classes), device)
     bare = _bare(model)
-    if main and world > 1:
-        sync = [type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)]
-        logger.info("%s over %d processes, %d %s layers", type(model).__name__, world, len(sync),
-                    ", ".join(sorted(set(sync))))
     if world > 1:  # same initial weights (DDP broadcasts rank 0's), different augmentation streams
-        rank_seed = int(np.random.SeedSequence([seed, rank, 1]).generate_state(1)[0])
-        random.seed(rank_seed)
-        np.random.seed(rank_seed)
-        torch.manual_seed(rank_seed)
+        if main:
+            sync = sorted({type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)})
+            n_sync = sum(isinstance(m, distributed.SYNC_BATCHNORM) for m in model.modules())
+            logger.info("%s over %d processes, %d %s layers", type(model).__name__, world, n_sync, ", ".join(sync))
+        seed_everything(int(np.random.SeedSequence([seed, rank, 1]).generate_state(1)[0]))
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
 
     # --- resume
-    fingerprint = _fingerprint(params, train_all, val)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    start_epoch, best_epoch, best_val, history, elapsed_before = 1, 0, -1.0, [], 0.0
     if main:
         (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
-        write_parquet(train_all, out_dir / "train_set.parquet")
-    if last_path.exists():
-        # Our own file (written below), so a full unpickle is safe; it holds numpy/python RNG states.
-        # map to CPU: torch.set_rng_state needs CPU tensors; load_state_dict moves the rest to the model's device.
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-        if ckpt.get("fingerprint") != fingerprint:
-            if main:
-                logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 "
-                               "and overwriting it", last_path)
-        else:
-            bare.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            start_epoch, best_epoch, best_val = ckpt["epoch"] + 1, ckpt["best_epoch"], ckpt["best_val_top1"]
-            history, elapsed_before = ckpt["history"], ckpt["wall_time_s"]
-            if ckpt.get("world_size", 1) == world:  # each process continues its own random streams
-                _set_rng_states(ckpt["rng_per_rank"][rank] if world > 1 else ckpt["rng"])
-            elif main:
-                logger.warning("%s was written by %d process(es), this run has %d: resuming the weights, "
-                               "optimizer and schedule, with fresh random streams", last_path,
-                               ckpt.get("world_size", 1), world)
-            # Killed between writing last.pt and best.pt: last.pt's weights are the best ones.
-            if main and best_epoch == ckpt["epoch"] and (
-                    not best_path.exists() or torch.load(best_path, map_location="cpu")["epoch"] != best_epoch):
-                _save_best(best_path, ckpt["model"], best_epoch, best_val, meta)
-            if main:
-                _write_log(out_dir / "log.csv", history)  # killed before log.csv was updated: catch up
-                logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)",
-                            last_path, ckpt["epoch"], best_epoch, best_val)
-            del ckpt
+        write_parquet(data.rows, out_dir / "train_set.parquet")
+    fresh = TrainingState(_fingerprint(params, data.rows, data.val), params, world)
+    state = resume(out_dir, fresh, bare, optimizer, scheduler, best_config)
+    start_epoch, elapsed_before = state.epoch + 1, state.wall_time_s
 
     if main:
         logger.info("training ResNet50 from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic "
                     "train, %d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s",
-                    device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"], len(val),
-                    len(test), num_classes, len(train_loader), start_epoch, epochs, augment, augment_at)
+                    device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"],
+                    len(data.val), len(data.test), num_classes, len(train_loader), start_epoch, epochs, augment,
+                    augment_at)
     # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
     tracker = Tracker(out_dir, tracking or TrackingConfig(tensorboard=False), run_name=run_name or str(out_dir),
                       config=params, resume_step=start_epoch if start_epoch > 1 else None, enabled=main)
@@ -551,61 +666,93 @@ def _train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
         train_loss, train_top1, seen = train_one_epoch(model, train_loader, criterion, optimizer, device,
                                                        f"epoch {epoch}/{epochs} train", amp)
         scheduler.step()
-        val_loss, y_true, y_pred = evaluate_all(bare, val_set, criterion, device, f"epoch {epoch}/{epochs} val",
+        val_loss, y_true, y_pred = evaluate_all(bare, data.val, criterion, device, f"epoch {epoch}/{epochs} val",
                                                 amp, **eval_kw)
-        val_metrics = classification_metrics(y_true, y_pred, num_classes)
-        history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
-                        "val_loss": val_loss, "val_top1": val_metrics["top1"], "val_balanced": val_metrics["balanced"]})
+        val = classification_metrics(y_true, y_pred, num_classes)
+        row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
+               "val_loss": val_loss, "val_top1": val["top1"], "val_balanced": val["balanced"]}
         images_trained += seen
         progress.update(1)
         tracker.scalars({"train/loss": train_loss, "train/top1": train_top1, "val/loss": val_loss,
-                         "val/top1": val_metrics["top1"], "val/balanced": val_metrics["balanced"], "lr": epoch_lr},
-                        epoch)
-        if val_metrics["top1"] > best_val:  # strict: ties keep the earlier epoch
-            best_epoch, best_val = epoch, val_metrics["top1"]
-        rng = distributed.all_gather_object(_rng_states())  # collective: every rank takes part
+                         "val/top1": val["top1"], "val/balanced": val["balanced"], "lr": epoch_lr}, epoch)
+        state.epoch, state.history = epoch, [*state.history, row]
+        if val["top1"] > state.best_val_top1:  # strict: ties keep the earlier epoch
+            state.best_epoch, state.best_val_top1 = epoch, val["top1"]
+        state.rng = distributed.all_gather_object(rng_state())  # collective: every rank takes part
+        state.wall_time_s = elapsed_before + time.time() - t_start
         if main:
             logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% "
                         "balanced %.2f%% | best epoch %d", epoch, epochs, epoch_lr, train_loss, train_top1, val_loss,
-                        val_metrics["top1"], val_metrics["balanced"], best_epoch)
-            # last.pt first, then best.pt: if killed in between, resuming rewrites best.pt from last.pt.
-            state = {"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_epoch": best_epoch,
-                     "best_val_top1": best_val, "history": history, "rng": rng[0], "fingerprint": fingerprint,
-                     "params": params, "wall_time_s": elapsed_before + time.time() - t_start, "world_size": world}
-            if world > 1:
-                state["rng_per_rank"] = rng
-            atomic_write(last_path, lambda tmp, state=state: torch.save(state, tmp))
-            if best_epoch == epoch:
-                _save_best(best_path, state["model"], epoch, best_val, meta)
-            _write_log(out_dir / "log.csv", history)
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < epochs:
+                        val["top1"], val["balanced"], state.best_epoch)
+            # last/ first, then best/: if killed in between, resume() rewrites best/ from last/.
+            state.save(out_dir / "last", bare, optimizer, scheduler)
+            if state.best_epoch == epoch:
+                save_best(out_dir / "best", bare, {**best_config, "epoch": epoch, "val_top1": val["top1"]})
+            _write_log(out_dir / "log.csv", state.history)
+        if stop_after_epoch is not None and stop_after_epoch <= epoch < epochs:
             if main:
-                logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, last_path)
+                logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, out_dir / "last")
             tracker.close()
             progress.close()
             distributed.barrier()
             return None
     progress.close()
     train_rate = images_trained / max(time.time() - t_train, 1e-9)
-    distributed.barrier()  # best.pt is written
+    distributed.barrier()  # best/ is written
 
     # --- test, once, with the epoch chosen on validation
-    bare.load_state_dict(torch.load(best_path, map_location=device)["model"])
-    _, y_true, y_pred = evaluate_all(bare, ManifestDataset(test, eval_tf), criterion, device, "test", amp, **eval_kw)
+    from safetensors.torch import load_file
+
+    bare.load_state_dict(load_file(out_dir / "best" / "model.safetensors", device=str(device)))
+    _, y_true, y_pred = evaluate_all(bare, data.test, criterion, device, "test", amp, **eval_kw)
     metrics = classification_metrics(y_true, y_pred, num_classes, class_names)
-    metrics.update({"split": "test", "best_epoch": best_epoch, "best_val_top1": best_val,
+    metrics.update({"split": "test", "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1,
                     **n_rows, "steps_per_epoch": len(train_loader),
                     "n_train_real": n_rows["n_real"] + n_rows["n_real_copies"],
-                    "n_train_synthetic": n_rows["n_synthetic"], "n_val": len(val),
+                    "n_train_synthetic": n_rows["n_synthetic"], "n_val": len(data.val),
                     "epochs": epochs, "wall_time_s": round(elapsed_before + time.time() - t_start, 3),
                     "device": str(device), "processes": world, "train_images_per_epoch": seen, "params": params})
     if not main:
         return metrics
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
-    tracker.scalars({"test/top1": metrics["top1"], "test/balanced": metrics["balanced"]}, best_epoch)
+    tracker.scalars({"test/top1": metrics["top1"], "test/balanced": metrics["balanced"]}, state.best_epoch)
     tracker.close()
     logger.info("classifier done: best val top-1 %.2f%% (epoch %d of %d), test top-1 %.2f%%, balanced %.2f%%, "
-                "%.1f train images/s this run -> %s", best_val, best_epoch, epochs, metrics["top1"],
+                "%.1f train images/s this run -> %s", state.best_val_top1, state.best_epoch, epochs, metrics["top1"],
                 metrics["balanced"], train_rate, out_dir / "metrics.json")
     return metrics
+
+
+# --------------------------------------------------------------------------- the workflow's job
+def run_job(job: dict) -> dict | None:
+    """One process's part of a workflow classifier run (rule train_classifier), from paths.
+
+    ``job`` (JSON-able): ``split`` (folder of train/val/test.parquet), ``filtered`` / ``shards``
+    (the generated images, :func:`sdi.training_set.read_generated`), ``training_set``
+    (:func:`sdi.training_set.method_training_set` keywords), ``out_dir``, ``settings``
+    (:func:`train_classifier` keywords: hyperparameters and execution settings), ``tracking``
+    (:class:`sdi.tracking.TrackingConfig` fields) and ``run_name``. Every process builds the same
+    training set; :func:`sdi.distributed.launch` starts them.
+    """
+    with distributed.process_group(job["settings"].get("device", "auto")):
+        split = {name: pd.read_parquet(Path(job["split"]) / f"{name}.parquet") for name in ("train", "val", "test")}
+        names = pd.concat(split.values()).drop_duplicates("label").sort_values("label")
+        num_classes = int(names.label.max()) + 1
+        name_of = dict(zip(names.label, names.class_name, strict=True))
+        generated, source = training_set.read_generated(job.get("filtered"), job.get("shards"))
+        train, pool = training_set.method_training_set(split["train"], generated, source=source,
+                                                       **job["training_set"])
+        if pool is not None and distributed.is_main_process():
+            keep_ratio = job["training_set"].get("keep_ratio")
+            logger.info("%s: %d of %d generated images in the pool (pool %s%s)", source, len(pool), len(generated),
+                        job["training_set"]["pool"],
+                        f", re-selected at keep_ratio {keep_ratio}" if keep_ratio is not None else "")
+        tracking = job.get("tracking")
+        return train_classifier(train, split["val"], split["test"], job["out_dir"], num_classes=num_classes,
+                                class_names=[name_of.get(c, str(c)) for c in range(num_classes)],
+                                tracking=None if tracking is None else TrackingConfig(**tracking),
+                                run_name=job.get("run_name"), **job["settings"])
+
+
+if __name__ == "__main__":  # torchrun [...] -m sdi.classifier '<job JSON>'
+    distributed.main_of(run_job)

@@ -1,31 +1,30 @@
-"""Multi-process (DDP) training in one place: how many processes, spawning them, rank helpers.
+"""Multi-process (DDP) training in one place: how many processes, starting them, rank helpers.
 
-The Snakemake rules run a training script as one process. A training function that should
-use every GPU its job was given calls :func:`world_size_for` and, when that is above one,
-:func:`launch`, which starts one worker process per GPU on this machine (``torch.multiprocessing``
-with the spawn method and a free localhost port), initialises ``torch.distributed`` in each
-(NCCL on GPUs, gloo on the CPU), runs the function there and returns rank 0's result. Log
-records of every worker come back to the caller's logging handlers (so into the rule's log),
-prefixed ``[rank r/W]``.
+Both trainers (:mod:`sdi.train_projector`, :mod:`sdi.classifier`) are plain PyTorch DDP, started
+by torch's own launcher, ``torchrun``: :func:`launch` runs ``torchrun --standalone
+--nproc-per-node N -m <trainer module> <job JSON>`` (one process per GPU; gloo processes on the
+CPU), or calls the trainer in this process when N is 1. Each process joins the process group
+that torchrun describes in its environment with :func:`process_group` (NCCL on GPUs, each rank
+on ``cuda:<LOCAL_RANK>``; gloo on the CPU). By hand, the same job runs as::
 
-Inside a worker, :func:`rank`, :func:`world_size`, :func:`is_main_process`, :func:`barrier`,
+    torchrun --standalone --nproc-per-node 4 -m sdi.classifier '<job JSON>'
+
+Inside a process, :func:`rank`, :func:`world_size`, :func:`is_main_process`, :func:`barrier`,
 :func:`all_reduce_sum` and :func:`all_gather_object` are the only collective calls the training
-code needs; outside one (a single process) they are no-ops, so the same code runs either way.
+code needs; in a single process they are no-ops, so the same code runs either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import logging
-import logging.handlers
 import os
-import pickle
-import socket
+import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,11 +45,8 @@ def world_size_for(device: str = "auto", processes: int | None = None, *, key: s
     ``CUDA_VISIBLE_DEVICES``, i.e. the GPUs a SLURM job was given) when ``device`` is 'auto'
     or 'cuda'; 1 for the CPU or a single named GPU ('cuda:N'). An explicit ``processes`` is
     used as is (on the CPU it runs that many gloo processes), but may not exceed the visible
-    GPUs on a GPU device. Inside an already initialised process group (e.g. under torchrun)
-    the answer is 1: the caller is one of the processes already.
+    GPUs on a GPU device.
     """
-    if dist.is_available() and dist.is_initialized():
-        return 1
     dev = resolve_device(device)
     gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
     if processes is None:
@@ -171,103 +167,70 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device | str = "cuda"
 
 
 # --------------------------------------------------------------------------- launching
-def free_port() -> int:
-    """A TCP port on localhost that is free now (bound and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def launch(module: str, job: dict, world: int) -> None:
+    """Run the training job ``job`` (JSON-able) of ``module`` in ``world`` processes.
 
-
-class _RankPrefix(logging.Filter):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = f"{self.prefix} {record.getMessage()}", None
-        return True
-
-
-class _ToCallerLoggers(logging.Handler):
-    """Hands a record from a worker to the caller's logger of the same name (and so its handlers)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger(record.name).handle(record)
+    ``module`` has ``run_job(job)`` (one process's work) and ``main()`` (its torchrun entry
+    point: ``python -m <module> <job JSON>``). One process: ``run_job(job)`` here. Several:
+    ``torchrun --standalone`` on this machine, with this process's CPU threads shared out
+    between them; their output (each log line prefixed ``[rank r/W]``) goes to this process's
+    stderr, so into the rule's log. A failing process stops the others and raises here.
+    """
+    if world == 1:
+        importlib.import_module(module).run_job(job)
+        return
+    threads = max(1, torch.get_num_threads() // world)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
+               "-m", module, json.dumps(job)]
+    logger.info("starting %d training processes with torchrun (%d CPU thread(s) each): %s", world, threads,
+                " ".join(command[:-1] + ["<job>"]))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "LOGLEVEL": "WARNING"}
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            sys.stderr.write(line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module}: {world} training processes (torchrun) failed with exit code "
+                           f"{proc.returncode}; the lines above show which rank failed and why")
 
 
 @contextlib.contextmanager
-def _main_script_hidden():
-    """Spawned workers import the caller's ``__main__`` unless it is hidden; a Snakemake
-    ``script:`` has no ``if __name__ == "__main__"`` guard, so a worker would run the whole
-    script again. The workers only need ``sdi``, so the script's path is withheld from them."""
-    main = sys.modules.get("__main__")
-    hide = main is not None and getattr(main, "__spec__", None) is None and hasattr(main, "__file__")
-    saved = main.__file__ if hide else None
-    if hide:
-        del main.__file__
-    try:
+def process_group(device: str = "auto") -> Iterator[None]:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR/PORT`` in the environment) for the block, and leave it at the end.
+
+    NCCL with each rank on ``cuda:<LOCAL_RANK>`` (:func:`local_device`) for a GPU ``device``,
+    gloo on the CPU. Every rank logs to stderr at INFO, each line prefixed ``[rank r/W]``.
+    Without torchrun's environment (a single process) nothing is joined.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if world == 1:
         yield
-    finally:
-        if hide:
-            main.__file__ = saved
-
-
-def _worker(local_rank: int, fn: Callable, kwargs: dict, world: int, port: int, backend: str, log_queue,
-            log_level: int, threads: int, result_path: str) -> None:
-    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                       "OMP_NUM_THREADS": str(threads)})
-    torch.set_num_threads(threads)
-    root = logging.getLogger()
-    root.handlers.clear()
-    handler = logging.handlers.QueueHandler(log_queue)
-    handler.addFilter(_RankPrefix(f"[rank {local_rank}/{world}]"))
-    root.addHandler(handler)
-    root.setLevel(log_level)
+        return
+    rank_, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s: [rank {rank_}/{world}] %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.captureWarnings(True)
-    init = {"backend": backend, "init_method": "env://", "rank": local_rank, "world_size": world,
-            "timeout": timedelta(minutes=30)}
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-        init["device_id"] = torch.device("cuda", local_rank)
+    init: dict[str, Any] = {"timeout": timedelta(minutes=30)}
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+        init.update(backend="nccl", device_id=dev)
+    else:
+        init.update(backend="gloo")
     dist.init_process_group(**init)
     try:
-        result = fn(**kwargs)
-        if local_rank == 0:
-            with open(result_path, "wb") as f:
-                pickle.dump(result, f)
+        yield
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def launch(fn: Callable[..., Any], kwargs: dict, world: int, *, device: str | torch.device = "auto") -> Any:
-    """Run ``fn(**kwargs)`` in ``world`` processes on this machine and return rank 0's result.
-
-    ``fn`` must be importable (a module-level function of a module, not of ``__main__``); it
-    runs in process group of ``world`` ranks (NCCL when ``device`` is a GPU, each rank on
-    ``cuda:<rank>``; gloo on the CPU) and finds its rank with the helpers of this module.
-    The caller's CPU threads are shared out between the workers. A failing worker stops the
-    others and its exception is raised here (``torch.multiprocessing.ProcessRaisedException``).
-    """
-    import torch.multiprocessing as mp
-
-    backend = "nccl" if resolve_device(str(device)).type == "cuda" else "gloo"
-    threads = max(1, torch.get_num_threads() // world)
-    ctx = mp.get_context("spawn")
-    log_queue = ctx.Queue()
-    listener = logging.handlers.QueueListener(log_queue, _ToCallerLoggers())
-    port = free_port()
-    logger.info("starting %d training processes (%s, localhost:%d, %d CPU thread(s) each)", world, backend, port,
-                threads)
-    listener.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sdi-launch-") as tmp, _main_script_hidden():
-            result_path = str(Path(tmp) / "result.pkl")
-            mp.spawn(_worker, args=(fn, kwargs, world, port, backend, log_queue,
-                                    logging.getLogger().getEffectiveLevel(), threads, result_path),
-                     nprocs=world, join=True)
-            with open(result_path, "rb") as f:
-                return pickle.load(f)
-    finally:
-        listener.stop()
+def main_of(run_job) -> None:
+    """The torchrun entry point of a trainer module: ``python -m <module> <job JSON>``."""
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: torchrun [...] -m {run_job.__module__} '<job JSON>' (see sdi.distributed)")
+    run_job(json.loads(sys.argv[1]))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sdi.classifier import (
     MEAN,
@@ -15,9 +17,9 @@ from sdi.classifier import (
     Cutout,
     GridMask,
     ManifestDataset,
-    build_model,
     build_transforms,
     evaluate,
+    load_classifier,
     train_classifier,
 )
 from sdi.datasets import load_rgb
@@ -155,7 +157,9 @@ def straight_run(digits_split, tmp_path_factory):
 
 def test_tiny_run_writes_wellformed_outputs(straight_run, digits_split):
     out, metrics = straight_run
-    assert {"metrics.json", "log.csv", "best.pt", "last.pt"} <= {p.name for p in out.iterdir()}
+    assert {"metrics.json", "log.csv", "best", "last"} <= {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in (out / "last").iterdir()) == ["model.safetensors", "optimizer.safetensors",
+                                                                 "state.json"]
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # nothing half-written left behind
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
@@ -178,11 +182,10 @@ def test_tiny_run_writes_wellformed_outputs(straight_run, digits_split):
     assert metrics["best_epoch"] == int(log.epoch[log.val_top1.idxmax()])
     assert metrics["best_val_top1"] == pytest.approx(log.val_top1.max())
 
-    # test evaluated with the best checkpoint: re-evaluating best.pt reproduces metrics.json
-    best = torch.load(out / "best.pt", map_location="cpu")
-    assert best["epoch"] == metrics["best_epoch"] and best["class_names"] == names
-    model = build_model(10)
-    model.load_state_dict(best["model"])
+    # test evaluated with the best checkpoint: re-evaluating best/ reproduces metrics.json
+    model, config = load_classifier(out / "best")
+    assert config["epoch"] == metrics["best_epoch"] and config["class_names"] == names
+    assert (config["arch"], config["num_classes"], config["resize"], config["crop"]) == ("resnet50", 10, 40, 32)
     loader = torch.utils.data.DataLoader(ManifestDataset(test, build_transforms(40, 32, train=False)), batch_size=16)
     _, y_true, y_pred = evaluate(model, loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
     assert classification_metrics(y_true, y_pred, 10)["confusion"] == metrics["confusion"]
@@ -194,20 +197,22 @@ def test_resume_matches_a_straight_run(straight_run, digits_split, tmp_path):
     assert train_classifier(*args, class_names=class_names(digits_split), stop_after_epoch=1, **TINY) is None
     assert not (tmp_path / "metrics.json").exists()
     assert pd.read_csv(tmp_path / "log.csv").epoch.tolist() == [1]
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
-    # as if killed right after last.pt was written: best.pt and log.csv not yet updated
-    (tmp_path / "best.pt").unlink()
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["epoch"] == 1
+    # as if killed right after last/ was written: best/ and log.csv not yet updated
+    shutil.rmtree(tmp_path / "best")
     (tmp_path / "log.csv").unlink()
 
     resumed = train_classifier(*args, class_names=class_names(digits_split), **TINY)
     drop = {"wall_time_s"}
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in metrics.items() if k not in drop}
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "log.csv"), pd.read_csv(out / "log.csv"))
-    for name in ("best.pt", "last.pt"):
-        a = torch.load(out / name, weights_only=False)["model"]
-        b = torch.load(tmp_path / name, weights_only=False)["model"]
+    for name in ("best/model.safetensors", "last/model.safetensors", "last/optimizer.safetensors"):
+        a, b = load_file(out / name), load_file(tmp_path / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
+    states = [json.loads((d / "last" / "state.json").read_text()) for d in (out, tmp_path)]
+    assert [{k: v for k, v in s.items() if k != "wall_time_s"} for s in states][0] == \
+        [{k: v for k, v in s.items() if k != "wall_time_s"} for s in states][1]
 
 
 def test_synthetic_rows_are_counted_and_used(digits_split, tmp_path):

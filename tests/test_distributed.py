@@ -1,26 +1,28 @@
-"""Multi-process (DDP) training on the CPU: two gloo processes started by the package itself,
-as a job given two GPUs would start two NCCL ones (sdi.distributed)."""
+"""Multi-process (DDP) training on the CPU: two gloo processes started by torchrun, as a job given
+two GPUs starts two NCCL ones (sdi.distributed)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from torch import nn
+from safetensors.torch import load_file
 
 from sdi import distributed
 
-# The heavy modules are imported inside the tests: a worker process imports this module to
-# find its function, and importing diffusers twice more would double the SyncBatchNorm test.
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def two_threads():
     """Two processes on a 2-core machine: one intra-op thread each (launch shares the caller's out)."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -28,11 +30,11 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def rank_lines(caplog, pattern: str) -> dict[int, list[str]]:
-    """{rank: messages matching pattern} among the records the workers sent back."""
+def rank_lines(output: str, pattern: str) -> dict[int, list[str]]:
+    """{rank: messages matching pattern} among the log lines the processes wrote."""
     out: dict[int, list[str]] = {}
-    for record in caplog.records:
-        m = re.match(r"\[rank (\d)/2\] (.*)", record.getMessage())
+    for line in output.splitlines():
+        m = re.search(r"\[rank (\d)/2\] (.*)", line)
         if m and re.search(pattern, m[2]):
             out.setdefault(int(m[1]), []).append(m[2])
     return out
@@ -49,24 +51,38 @@ def test_world_size_follows_the_request():
             distributed.world_size_for("cuda", 2)
 
 
-def _sync_bn_step(batch: torch.Tensor, weight: torch.Tensor) -> dict:
-    """One training forward/backward of SyncBatchNorm on this rank's half of ``batch``."""
+SYNC_BN_STEP = '''
+import sys, torch
+from torch import nn
+from sdi import distributed
+
+batch, weight, out = torch.load(sys.argv[1]), torch.load(sys.argv[2]), sys.argv[3]
+with distributed.process_group("cpu"):
     rank, world = distributed.rank(), distributed.world_size()
     bn = distributed.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)), "cpu")[0]
     x = batch.chunk(world)[rank].clone().requires_grad_()
     y = bn(x)
     (y * weight.chunk(world)[rank]).sum().backward()
-    return {"type": type(bn).__name__, "parts": distributed.all_gather_object(
-        (y.detach(), x.grad, bn.weight.grad, bn.running_mean, bn.running_var))}
+    parts = distributed.all_gather_object((y.detach(), x.grad, bn.weight.grad, bn.running_mean, bn.running_var))
+    if rank == 0:
+        torch.save({"type": type(bn).__name__, "parts": parts}, out)
+'''
 
 
-def test_sync_batchnorm_on_cpu_equals_batchnorm_on_the_global_batch():
+def test_sync_batchnorm_on_cpu_equals_batchnorm_on_the_global_batch(tmp_path):
+    """torch's SyncBatchNorm has GPU kernels only; the CPU form must give BatchNorm over the global batch."""
     gen = torch.Generator().manual_seed(0)
     batch, weight = torch.randn(6, 3, 4, 4, generator=gen) * 3 + 1, torch.randn(6, 3, 4, 4, generator=gen)
-    result = distributed.launch(_sync_bn_step, {"batch": batch, "weight": weight}, 2, device="cpu")
+    torch.save(batch, tmp_path / "batch.pt")
+    torch.save(weight, tmp_path / "weight.pt")
+    (tmp_path / "step.py").write_text(SYNC_BN_STEP)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                    str(tmp_path / "step.py"), str(tmp_path / "batch.pt"), str(tmp_path / "weight.pt"),
+                    str(tmp_path / "out.pt")], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=REPO)
+    result = torch.load(tmp_path / "out.pt")
     assert result["type"] == "CPUSyncBatchNorm"
 
-    bn = nn.BatchNorm2d(3)
+    bn = torch.nn.BatchNorm2d(3)
     x = batch.clone().requires_grad_()
     y = bn(x)
     (y * weight).sum().backward()
@@ -81,61 +97,43 @@ def test_sync_batchnorm_on_cpu_equals_batchnorm_on_the_global_batch():
 
 
 # --------------------------------------------------------------------------- classifier
-def test_classifier_on_two_processes(digits_split, tmp_path, caplog):
-    from sdi.classifier import train_classifier
-
-    caplog.set_level(logging.INFO)
-    train, val, test = digits_split["train"], digits_split["val"], digits_split["test"]
+def test_classifier_on_two_processes(digits_split, tmp_path, capsys):
+    """The workflow's classifier job (rule train_classifier) in two torchrun processes."""
+    split = tmp_path / "split"
+    split.mkdir()
+    for name in ("train", "val", "test"):
+        digits_split[name].to_parquet(split / f"{name}.parquet", index=False)
     out = tmp_path / "clf"
-    metrics = train_classifier(train, val, test, out, num_classes=10, epochs=2, batch_size=16, resize=36, crop=32,
-                               seed=0, device="cpu", num_workers=0, processes=2)
+    job = {"split": str(split), "training_set": {}, "out_dir": str(out), "tracking": None,
+           "settings": {"epochs": 2, "batch_size": 16, "resize": 36, "crop": 32, "seed": 0, "device": "cpu",
+                        "num_workers": 0}}
+    distributed.launch("sdi.classifier", job, 2)
+    output = capsys.readouterr().err
 
     # one set of files, written once (rank 0), nothing half-written
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv", "metrics.json",
-                                                     "train_set.parquet"]
-    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert sorted(p.name for p in out.iterdir()) == ["best", "last", "log.csv", "metrics.json", "train_set.parquet"]
+    metrics = json.loads((out / "metrics.json").read_text())
     assert pd.read_csv(out / "log.csv").epoch.tolist() == [1, 2]
-    last = torch.load(out / "last.pt", weights_only=False)
-    assert last["world_size"] == 2 and len(last["rng_per_rank"]) == 2
-    assert not any(k.startswith("module.") for k in last["model"])  # the bare model: loads without DDP
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["rng"][0] != state["rng"][1]
+    assert not any(k.startswith("module.") for k in load_file(out / "last" / "model.safetensors"))  # loads bare
 
     # metrics of the whole val/test sets, gathered from both ranks
+    test, train = digits_split["test"], digits_split["train"]
     assert metrics["processes"] == 2 and metrics["n"] == len(test)
     assert sum(map(sum, metrics["confusion"])) == len(test)
     # both ranks trained every epoch, each on half of the (padded) training set
     half = math.ceil(len(train) / 2)
     assert metrics["train_images_per_epoch"] == 2 * half
-    seen = rank_lines(caplog, r"train: \d+ images on this process")
-    assert sorted(seen) == [0, 1]
-    for rank in (0, 1):
-        assert seen[rank] == [f"epoch {e}/2 train: {half} images on this process" for e in (1, 2)]
+    seen = rank_lines(output, r"train: \d+ images on this process")
+    assert seen == {rank: [f"epoch {e}/2 train: {half} images on this process" for e in (1, 2)] for rank in (0, 1)}
     # SyncBatchNorm (all 53 BatchNorm layers of ResNet50; its CPU form here) inside DistributedDataParallel
-    assert rank_lines(caplog, "SyncBatchNorm")[0] == ["DistributedDataParallel over 2 processes, "
-                                                      "53 CPUSyncBatchNorm layers"]
+    assert rank_lines(output, "SyncBatchNorm") == {0: ["DistributedDataParallel over 2 processes, "
+                                                       "53 CPUSyncBatchNorm layers"]}
 
 
-# --------------------------------------------------------------------------- projector
-def test_projector_on_two_processes(tiny_models, digits_split, tmp_path, caplog):
-    from sdi.projector import SemanticProjector
-    from sdi.train_projector import STATE_FILE, train_projector
-
-    caplog.set_level(logging.INFO)
-    manifest = digits_split["train"].head(16)
-    out = tmp_path / "proj"
-    result = train_projector(manifest, tiny_models["sd"], tiny_models["clip"], out, epochs=2, batch_size=4,
-                             checkpoint_every=1, seed=0, device="cpu", processes=2)
-
-    # 16 images, 4 per process and step, 2 processes: 2 steps per epoch
-    assert result.global_step == 4 and result.resumed_from == 0
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-epoch1", "checkpoint-epoch2", "loss.csv",
-                                                     "projector"]
-    loss = pd.read_csv(out / "loss.csv")
-    assert loss.step.tolist() == [1, 2, 3, 4] and loss.epoch.tolist() == [1, 1, 2, 2]
-    assert all(math.isfinite(v) and v > 0 for v in loss.loss)
-    state = torch.load(out / "checkpoint-epoch2" / STATE_FILE, weights_only=True)
-    assert state["global_step"] == 4
-    trained = SemanticProjector.from_pretrained(out / "projector").state_dict()
-    assert all(torch.equal(v, trained[k])
-               for k, v in SemanticProjector.from_pretrained(out / "checkpoint-epoch2").state_dict().items())
-    seen = rank_lines(caplog, r"images on this process")
-    assert seen == {rank: [f"epoch {e}/2: 8 images on this process" for e in (1, 2)] for rank in (0, 1)}
+def test_a_failing_process_fails_the_launch(tmp_path):
+    job = {"split": str(tmp_path / "missing"), "training_set": {}, "out_dir": str(tmp_path / "clf"),
+           "settings": {"device": "cpu"}}
+    with pytest.raises(RuntimeError, match="sdi.classifier: 2 training processes"):
+        distributed.launch("sdi.classifier", job, 2)

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file
 
 from sdi.classifier import train_classifier
 from sdi.conditioning import prompt_hidden_states
@@ -185,5 +186,5 @@ def test_every_stage_at_full_size(fullsize_models, tmp_path):
     assert len(log) == 1 and np.isfinite(log.train_loss).all()
     assert metrics["n_train_real"] == 4 and metrics["n_train_synthetic"] == 2
     assert 0.0 <= metrics["top1"] <= 100.0
-    best = torch.load(tmp_path / "classifier" / "best.pt", map_location="cpu", weights_only=True)
-    assert best["model"]["fc.weight"].shape == (2, 2048) and best["model"]["fc.weight"].dtype == torch.float32
+    best = load_file(tmp_path / "classifier" / "best" / "model.safetensors")
+    assert best["fc.weight"].shape == (2, 2048) and best["fc.weight"].dtype == torch.float32
