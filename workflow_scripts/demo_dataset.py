@@ -1,8 +1,8 @@
 from sdi.datasets import write_demo_digits
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    opts = snakemake.params.options  # noqa: F821
-    root = snakemake.wildcards.root  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    opts = snakemake.params.options
+    root = snakemake.wildcards.root
     write_demo_digits(root, opts["train_per_class"], opts["test_per_class"], opts["image_size"], opts["seed"])
     log.info("wrote scikit-learn digits as a CUB folder at %s", root)

@@ -11,13 +11,13 @@ from sdi.config import execution_settings
 from sdi.diagnostics import diagnose_variant
 from sdi.workflow import logged
 
-execution = execution_settings(snakemake.config, "diagnostics")  # noqa: F821
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
-    inp, p = snakemake.input, snakemake.params  # noqa: F821
+execution = execution_settings(snakemake.config, "diagnostics")
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
+    inp, p = snakemake.input, snakemake.params
     o = dict(p.options)
     summary = diagnose_variant(inp.embeddings, inp.get("samples"), inp.filtered, inp.split, p.models["clip"],
                                p.out_dir, device=execution["device"], batch_size=execution["batch_size"],
-                               num_workers=max(0, snakemake.threads - 1), k=o["k"],  # noqa: F821
+                               num_workers=max(0, snakemake.threads - 1), k=o["k"],
                                duplicate_threshold=o["duplicate_threshold"],
                                projection_classes=o["projection_classes"], filter_clip=p.filter_clip)
     log.info("diagnostics -> %s: %s", p.out_dir, summary)

@@ -14,11 +14,11 @@ from sdi.config import execution_settings
 from sdi.embeddings import extract_embeddings, write_embeddings
 from sdi.workflow import logged
 
-execution = execution_settings(snakemake.config, "embeddings")  # noqa: F821
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
-    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+execution = execution_settings(snakemake.config, "embeddings")
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
+    inp, out, p = snakemake.input, snakemake.output, snakemake.params
     table = extract_embeddings(pd.read_parquet(Path(inp.split) / "train.parquet"), inp.projector, p.models["clip"],
                                batch_size=execution["batch_size"], device=execution["device"],
-                               num_workers=max(0, snakemake.threads - 1))  # noqa: F821
+                               num_workers=max(0, snakemake.threads - 1))
     write_embeddings(table, out[0])
     log.info("%d embeddings -> %s", len(table), out[0])

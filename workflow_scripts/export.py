@@ -12,11 +12,11 @@ from sdi.export import export_dataset
 from sdi.training_set import read_generated
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    inp, p, w = snakemake.input, snakemake.params, snakemake.wildcards  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    inp, p, w = snakemake.input, snakemake.params, snakemake.wildcards
     generated, source = read_generated(inp.get("filtered"), inp.get("shards"))
     if generated is not None:
         log.info("synthetic images from %s", source)
-    export_dataset(inp.split, snakemake.output[0], generated=generated, **p.training_set,  # noqa: F821
+    export_dataset(inp.split, snakemake.output[0], generated=generated, **p.training_set,
                    webdataset=p.options["webdataset"], shard_size=p.options["shard_size"], dataset=w.dataset,
                    method=w.export, settings=p.settings, command=p.command)

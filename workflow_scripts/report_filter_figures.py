@@ -8,8 +8,8 @@ params: grid: config.report (classes, per_row).
 from sdi.report import filter_figures
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    inp, out, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    inp, out, p = snakemake.input, snakemake.output, snakemake.params
     filter_figures(inp.split, inp.filtered, {"grid": out.grid, "scores": out.scores, "counts": out.counts},
                    n_classes=p.grid["classes"], per_row=p.grid["per_row"])
     log.info("report figures of %s -> %s", inp.filtered, list(out))

@@ -3,8 +3,8 @@ import pandas as pd
 from sdi.sampling import sample_class_embeddings, write_samples
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    p, inp, out = snakemake.params, snakemake.input, snakemake.output[0]  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    p, inp, out = snakemake.params, snakemake.input, snakemake.output[0]
     s = p.sampler  # a config.samplers entry, schema defaults filled in
     # The text-only baseline needs only the class counts of the training split.
     table = pd.read_parquet(inp.embeddings if "embeddings" in inp.keys() else f"{inp.split}/train.parquet")

@@ -2,12 +2,12 @@ from sdi.datasets import check_images, make_split, read_dataset
 from sdi.tables import write_parquet
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    p, out = snakemake.params, snakemake.output  # noqa: F821
-    key = f"config.datasets.{snakemake.wildcards.dataset}.root"  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    p, out = snakemake.params, snakemake.output
+    key = f"config.datasets.{snakemake.wildcards.dataset}.root"
     table = read_dataset(p.format, p.root, key, options=p.options, seed=p.seed)
     log.info("%s: %s", p.root, table.groupby("subset").size().to_dict())
-    check_images(table, threads=snakemake.threads)  # noqa: F821
+    check_images(table, threads=snakemake.threads)
     parts = make_split(table, p.val_fraction, p.seed, p.val_source)
     for name, part in parts.items():
         path = f"{out[0]}/{name}.parquet"

@@ -9,8 +9,8 @@ params: runs ([{dataset, method, seed, metrics}]); datasets (column order); labe
 from sdi.summary import collect_runs, write_summary
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    out, p = snakemake.output, snakemake.params  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    out, p = snakemake.output, snakemake.params
     files = {k: out[k] for k in ("csv", "md", "html", "png")}
     table = write_summary(collect_runs(p.runs), p.datasets, dict(p.labels), files,
                           stage_benchmarks=dict(p.stage_benchmarks))

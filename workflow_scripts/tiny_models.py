@@ -1,7 +1,7 @@
 from sdi.tiny_models import build_tiny_clip, build_tiny_sd
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    build_tiny_sd(snakemake.output.sd, seed=snakemake.params.seed)  # noqa: F821
-    build_tiny_clip(snakemake.output.clip, seed=snakemake.params.seed)  # noqa: F821
-    log.info("built tiny models in %s and %s", snakemake.output.sd, snakemake.output.clip)  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    build_tiny_sd(snakemake.output.sd, seed=snakemake.params.seed)
+    build_tiny_clip(snakemake.output.clip, seed=snakemake.params.seed)
+    log.info("built tiny models in %s and %s", snakemake.output.sd, snakemake.output.clip)

@@ -7,7 +7,7 @@ params: labels (one per log: method label and seed).
 from sdi.report import training_curves
 from sdi.workflow import logged
 
-with logged(snakemake.log[0]) as log:  # noqa: F821
-    inp, p = snakemake.input, snakemake.params  # noqa: F821
-    training_curves(dict(zip(p.labels, inp.logs, strict=True)), snakemake.output[0])  # noqa: F821
-    log.info("%d training curves -> %s", len(inp.logs), snakemake.output[0])  # noqa: F821
+with logged(snakemake.log[0]) as log:
+    inp, p = snakemake.input, snakemake.params
+    training_curves(dict(zip(p.labels, inp.logs, strict=True)), snakemake.output[0])
+    log.info("%d training curves -> %s", len(inp.logs), snakemake.output[0])
