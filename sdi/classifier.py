@@ -36,7 +36,6 @@ writes files.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -58,7 +57,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
-from sdi import distributed, training_set
+from sdi import checkpoints, distributed, training_set
 from sdi.datasets import load_rgb
 from sdi.metrics import classification_metrics
 from sdi.tables import atomic_dir, atomic_write, write_parquet
@@ -406,34 +405,6 @@ def evaluate_all(model: nn.Module, dataset: Dataset, criterion: nn.Module, devic
 
 
 # --------------------------------------------------------------------------- checkpoints
-def _tensor_text(t: torch.Tensor) -> str:
-    return base64.b64encode(t.numpy().tobytes()).decode()
-
-
-def _text_tensor(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
-
-
-def rng_state() -> dict:
-    """This process's random streams (torch, CUDA, numpy, python) as JSON-able data."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, python_gauss = random.getstate()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {"torch": _tensor_text(torch.get_rng_state()), "cuda": [_tensor_text(s) for s in cuda],
-            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(internal), python_gauss]}
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(_text_tensor(state["torch"]))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_text_tensor(s) for s in state["cuda"]])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, python_gauss = state["python"]
-    random.setstate((version, tuple(internal), python_gauss))
-
-
 @dataclass
 class TrainingState:
     """Where a run stands after ``epoch``; with the weights, optimizer and scheduler it resumes the run.
@@ -441,7 +412,7 @@ class TrainingState:
     Saved by :meth:`save` as a folder (written atomically) that describes itself:
     ``model.safetensors``, ``optimizer.safetensors`` (the optimizer's tensors, e.g. SGD momentum)
     and ``state.json`` (these fields, the optimizer's other state and param groups, the
-    scheduler's state, and the random streams of every process, :func:`rng_state`).
+    scheduler's state, and the random streams of every process, :func:`sdi.checkpoints.rng_state`).
     ``fingerprint`` names the data and hyperparameters; a checkpoint of another run is not resumed.
     """
 
@@ -458,31 +429,17 @@ class TrainingState:
     def save(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
         from safetensors.torch import save_file
 
-        opt = optimizer.state_dict()
-        tensors = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-        other = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in opt["state"].items()}
-        state = {**asdict(self), "optimizer": {"param_groups": opt["param_groups"], "state": other},
-                 "scheduler": scheduler.state_dict()}
         with atomic_dir(folder) as tmp:
             save_file(model.state_dict(), tmp / "model.safetensors")
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "optimizer.safetensors")
-            (tmp / "state.json").write_text(json.dumps(state) + "\n")
+            checkpoints.save_state(tmp, asdict(self), optimizer, scheduler)
 
     @classmethod
     def load(cls, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> TrainingState:
         """Load the weights, optimizer and scheduler of ``folder`` into the given objects; return the state."""
         from safetensors.torch import load_file
 
-        state = json.loads((folder / "state.json").read_text())
         model.load_state_dict(load_file(folder / "model.safetensors"))
-        saved = state.pop("optimizer")
-        per_param = {int(i): dict(s) for i, s in saved["state"].items()}
-        for key, value in load_file(folder / "optimizer.safetensors").items():
-            i, name = key.split(".", 1)
-            per_param.setdefault(int(i), {})[name] = value
-        optimizer.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
-        scheduler.load_state_dict(state.pop("scheduler"))
-        return cls(**state)
+        return cls(**checkpoints.load_state(folder, optimizer, scheduler))
 
 
 def save_best(folder: Path, model: nn.Module, config: dict) -> None:
@@ -530,14 +487,14 @@ def resume(out_dir: Path, fresh: TrainingState, model: nn.Module, optimizer: tor
     last, main = out_dir / "last", distributed.is_main_process()
     if not (last / "state.json").is_file():
         return fresh
-    if json.loads((last / "state.json").read_text())["fingerprint"] != fresh.fingerprint:
+    if checkpoints.read_state(last)["fingerprint"] != fresh.fingerprint:
         if main:
             logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 and "
                            "overwriting it", last)
         return fresh
     state = TrainingState.load(last, model, optimizer, scheduler)
     if state.world_size == fresh.world_size:
-        set_rng_state(state.rng[distributed.rank()])
+        checkpoints.set_rng_state(state.rng[distributed.rank()])
     elif main:
         logger.warning("%s was written by %d process(es), this run has %d: resuming the weights, optimizer and "
                        "schedule, with fresh random streams", last, state.world_size, fresh.world_size)
@@ -678,7 +635,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
         state.epoch, state.history = epoch, [*state.history, row]
         if val["top1"] > state.best_val_top1:  # strict: ties keep the earlier epoch
             state.best_epoch, state.best_val_top1 = epoch, val["top1"]
-        state.rng = distributed.all_gather_object(rng_state())  # collective: every rank takes part
+        state.rng = distributed.all_gather_object(checkpoints.rng_state())  # collective: every rank takes part
         state.wall_time_s = elapsed_before + time.time() - t_start
         if main:
             logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% "

@@ -14,8 +14,7 @@ Where the event files go (``tensorboard --logdir results`` shows them all):
 - ``results/<dataset>/sei/<variant>/tensorboard/``: a grid of generated images per shard and the
   filter's kept/dropped grid.
 
-The projector trainer uses accelerate, so its trackers are accelerate's (:func:`accelerate_trackers`);
-the classifier and the grids use :class:`Tracker` (a ``SummaryWriter`` and a plain ``wandb`` run).
+Both trainers and the grids use :class:`Tracker` (a ``SummaryWriter`` and a plain ``wandb`` run).
 Only the main process of a multi-process run writes. Nothing here imports tensorboard or wandb until a
 tracker is made, and wandb only when ``tracking.wandb`` is set: ``import sdi.tracking`` is light.
 """
@@ -109,7 +108,7 @@ def _wandb_init_kwargs(wandb: Mapping, run_name: str, run_dir: Path, config: Map
 
 
 class Tracker:
-    """TensorBoard and/or W&B for a run that does not use accelerate; a no-op where disabled.
+    """TensorBoard and/or W&B for a run (both trainers, the generation and filter grids); a no-op where disabled.
 
     Args:
         run_dir: the run's folder; event files go to ``run_dir/tensorboard``, W&B's files to ``run_dir/wandb``.
@@ -175,28 +174,6 @@ class Tracker:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def accelerate_trackers(run_dir: str | os.PathLike, tracking: TrackingConfig, *, run_name: str,
-                        config: Mapping | None = None, resume_step: int | None = None, clear: bool = True) -> list:
-    """accelerate trackers (``Accelerator(log_with=...)``) for ``run_dir/tensorboard`` and W&B.
-
-    resume_step: as for :class:`Tracker`. clear: remove earlier event files of a run from scratch (the
-    main process only). accelerate starts the trackers, and writes, on the main process only.
-    """
-    from accelerate.tracking import TensorBoardTracker, WandBTracker
-
-    run_dir = Path(run_dir)
-    trackers = []
-    if tracking.tensorboard:
-        if resume_step is None and clear:
-            clear_events(run_dir / "tensorboard")
-        trackers.append(TensorBoardTracker("tensorboard", run_dir, purge_step=resume_step))
-    if tracking.wandb is not None:
-        require_wandb()
-        trackers.append(WandBTracker(tracking.wandb["project"],
-                                     **_wandb_init_kwargs(tracking.wandb, run_name, run_dir, config)))
-    return trackers
 
 
 def image_grid(paths: Sequence[str | os.PathLike], columns: int = 8, thumb: int = 64):

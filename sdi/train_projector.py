@@ -9,51 +9,52 @@ One readable loop in the style of torchvision's reference ``train.py``:
   hidden states with the ``class</w>`` row replaced by ``projector(clip_embeds)``, the
   CLIP embedding being zeroed with probability ``drop_prob`` per sample;
 - frozen: VAE, UNet, text encoder, CLIP; trained: the projector only (AdamW);
-- ``accelerate`` handles device placement, mixed precision and data parallelism: with several
-  visible GPUs (or ``processes`` > 1) :mod:`sdi.distributed` starts one process per GPU, each
-  with its own noise stream and its share of every epoch's batches; rank 0 writes the files;
-- checkpoints ``out_dir/checkpoint-epoch{N}/`` (projector + ``training_state.pt`` + the loss
-  rows so far) are written atomically; a restart resumes from the newest one. The random
-  streams of an epoch are derived from (seed, epoch, process), so a resumed run draws
-  exactly what an uninterrupted one would;
-- the final projector goes to ``out_dir/projector/`` (or ``projector_dir``); the loss of every step to a CSV
-  and, through accelerate's trackers, to TensorBoard (``tracking_dir/tensorboard``) and optionally W&B.
+- plain PyTorch: autocast for mixed precision (a gradient scaler for fp16); under torchrun
+  (:mod:`sdi.distributed`; the workflow starts one process per visible GPU) the projector is
+  wrapped in DistributedDataParallel, each process with its own noise stream and its share of
+  every epoch's images; rank 0 writes the files;
+- checkpoints ``out_dir/checkpoint-epoch{N}/`` (:class:`TrainingState`: the projector's
+  ``save_pretrained`` folder, ``optimizer.safetensors``, ``state.json``, the loss rows so far)
+  are written atomically; a restart resumes from the newest one. The random streams of an
+  epoch are derived from (seed, epoch, process), so a resumed run draws exactly what an
+  uninterrupted one would;
+- the final projector goes to ``out_dir/projector/`` (or ``projector_dir``); the loss of every step to
+  a CSV and to TensorBoard (``tracking_dir/tensorboard``) and optionally W&B (:class:`sdi.tracking.Tracker`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms
 from tqdm import tqdm
 
-from sdi import distributed
+from sdi import checkpoints, distributed
 from sdi.conditioning import prompt_hidden_states, replace_placeholder
 from sdi.datasets import load_rgb
 from sdi.embeddings import clip_image_embeddings
 from sdi.faults import kill_point
-from sdi.models import DTYPES, load_clip_vision, load_sd_pipeline, model_dims, resolve_device
+from sdi.models import DTYPES, load_clip_vision, load_sd_pipeline, model_dims
 from sdi.projector import SemanticProjector
-from sdi.tracking import TrackingConfig, accelerate_trackers
+from sdi.tables import atomic_dir, atomic_write
+from sdi.tracking import Tracker, TrackingConfig
 
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = {"no": DTYPES["fp32"], "fp16": DTYPES["fp16"], "bf16": DTYPES["bf16"]}
 CHECKPOINT_PREFIX = "checkpoint-epoch"
-STATE_FILE = "training_state.pt"
+STATE_FILE = checkpoints.STATE_FILE
 LOSS_FILE = "loss.csv"
 LOSS_COLUMNS = ["epoch", "step", "loss", "lr"]
 
@@ -174,22 +175,9 @@ def find_checkpoint(out_dir: str | Path, max_epoch: int | None = None) -> Path |
     return max(found)[1] if found else None
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temp folder to its final name, replacing an older one."""
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-        shutil.rmtree(old)
-    os.replace(tmp, final)
-
-
 def write_loss_csv(rows: list[dict], path: str | Path) -> None:
     """Write the loss rows (epoch, step, loss, lr) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(tmp, index=False))
 
 
 def _checkpoint_projector(checkpoint: Path) -> SemanticProjector:
@@ -203,33 +191,98 @@ def _checkpoint_projector(checkpoint: Path) -> SemanticProjector:
 
 
 def save_projector(projector: SemanticProjector, folder: str | Path) -> Path:
-    """``save_pretrained`` into a temp folder, then rename: a killed job leaves no half folder."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    projector.save_pretrained(tmp)
-    _replace_dir(tmp, folder)
-    return folder
-
-
-def save_checkpoint(folder: str | Path, projector: SemanticProjector, state: dict, loss_rows: list[dict]) -> Path:
-    """Write projector + ``training_state.pt`` + loss rows into folder atomically."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    projector.save_pretrained(tmp)
-    torch.save(state, tmp / STATE_FILE)
-    write_loss_csv(loss_rows, tmp / LOSS_FILE)
-    _replace_dir(tmp, folder)
-    return folder
+    """``save_pretrained`` into a folder written atomically."""
+    with atomic_dir(folder) as tmp:
+        projector.save_pretrained(tmp)
+    return Path(folder)
 
 
 def _fingerprint(manifest: pd.DataFrame) -> str:
     # ids and labels, not paths: a moved dataset folder is still the same training set
     text = "\n".join(f"{i}\t{lab}" for i, lab in zip(manifest.image_id, manifest.label, strict=True))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands after ``epoch``: saved with the projector as ``checkpoint-epoch{N}/``
+    (``save_pretrained``, ``optimizer.safetensors``, ``state.json`` with these fields, the
+    optimizer's other state and the random streams, and ``loss.csv``: every step so far).
+    ``settings`` are what a checkpoint must agree on to be resumed."""
+
+    settings: dict
+    epoch: int = 0
+    global_step: int = 0
+    loss_rows: list[dict] = field(default_factory=list)
+    rng: dict | None = None
+
+    def save(self, folder: Path, projector: SemanticProjector, optimizer: torch.optim.Optimizer) -> None:
+        with atomic_dir(folder) as tmp:
+            projector.save_pretrained(tmp)
+            checkpoints.save_state(tmp, {"settings": self.settings, "epoch": self.epoch,
+                                         "global_step": self.global_step, "rng": self.rng}, optimizer)
+            write_loss_csv(self.loss_rows, tmp / LOSS_FILE)
+
+    @classmethod
+    def load(cls, folder: Path, optimizer: torch.optim.Optimizer) -> TrainingState:
+        state = checkpoints.load_state(folder, optimizer)
+        return cls(loss_rows=pd.read_csv(folder / LOSS_FILE).to_dict("records"), **state)
+
+
+def resume(out_dir: Path, settings: dict, epochs: int) -> Path | None:
+    """The checkpoint to resume from (the newest of ``out_dir`` up to ``epochs``), or None.
+
+    A checkpoint trained with other ``settings`` is an error naming the settings that differ.
+    """
+    checkpoint = find_checkpoint(out_dir, max_epoch=epochs)
+    if checkpoint is None:
+        return None
+    saved = checkpoints.read_state(checkpoint)["settings"]
+    changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(f"{checkpoint}: was trained with other settings ({detail}); use another out_dir "
+                         f"or delete {out_dir} to start over")
+    return checkpoint
+
+
+def build_loader(dataset: ProjectorTrainingDataset, batch_size: int, seed: int, generator: torch.Generator,
+                 num_workers: int) -> DataLoader:
+    """Shuffled batches of ``batch_size`` per process; under DDP each process loads its share of an
+    epoch (DistributedSampler, reshuffled per epoch by ``set_epoch``). ``generator`` (reseeded per
+    epoch by the caller) draws the single-process shuffle and the workers' seeds."""
+    world = distributed.world_size()
+    sampler = None if world == 1 else DistributedSampler(dataset, num_replicas=world, rank=distributed.rank(),
+                                                           shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
+                      num_workers=num_workers, drop_last=False)
+
+
+def train_one_epoch(projector: torch.nn.Module, frozen: FrozenModels, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: TrainingState, *,
+                    drop_prob: float, generator: torch.Generator, autocast_dtype: torch.dtype | None,
+                    tracker: Tracker, progress: tqdm) -> int:
+    """One pass over ``loader``; appends each step's loss (mean over the processes) to ``state``.
+    Returns the images this process saw."""
+    projector.train()
+    device, seen = frozen.prompt_hidden.device, 0
+    for batch in loader:
+        pixels, clip_embeds = batch["pixels"].to(device), batch["clip_embeds"].to(device)
+        seen += len(pixels)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss = projector_loss(projector, frozen, pixels, clip_embeds, drop_prob=drop_prob, generator=generator)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        value = distributed.all_reduce_sum([loss.item()])[0] / distributed.world_size()
+        lr = optimizer.param_groups[0]["lr"]
+        state.loss_rows.append({"epoch": state.epoch + 1, "step": state.global_step, "loss": value, "lr": lr})
+        tracker.scalars({"loss": value, "lr": lr}, state.global_step)
+        progress.update(1)
+        progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+    return seen
 
 
 @dataclass
@@ -245,9 +298,12 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
                     weight_decay: float = 0.01, drop_prob: float = 0.05, image_size: int | None = None,
                     hidden_dim: int = 1024, mixed_precision: str = "no", checkpoint_every: int = 10, seed: int = 0,
                     device: str = "auto", loss_csv: str | Path | None = None, projector_dir: str | Path | None = None,
-                    num_workers: int = 0, processes: int | None = None, tracking: TrackingConfig | None = None,
+                    num_workers: int = 0, tracking: TrackingConfig | None = None,
                     tracking_dir: str | Path | None = None, run_name: str | None = None) -> TrainResult:
     """Train a :class:`SemanticProjector` on the manifest's images; resume from out_dir if it has checkpoints.
+
+    Runs in this process, or in each process of a torchrun job (:mod:`sdi.distributed`; the
+    workflow starts those with :func:`sdi.distributed.launch` and :func:`run_job`).
 
     Args:
         manifest: one row per training image (image_id, path, label, class_name).
@@ -256,33 +312,15 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
         epochs: total epochs; a resumed run continues up to this number.
         batch_size: per process (the published 64 = 16 x 4 GPUs).
         image_size: training resolution; None = the SD model's native one (512 for SD v1.5).
-        mixed_precision: 'no', 'fp16' or 'bf16' (accelerate); the frozen models run in that
-            dtype, the projector trains in fp32. fp16 falls back to 'no' on the CPU.
+        mixed_precision: 'no', 'fp16' or 'bf16': the frozen models run in that dtype under autocast,
+            the projector trains in fp32 (fp16 with a gradient scaler). fp16 falls back to 'no' on the CPU.
         checkpoint_every: write a checkpoint every this many epochs (and after the last one).
         loss_csv: per-step losses (epoch, step, loss, lr); default ``out_dir/loss.csv``.
         projector_dir: where the final projector goes; default ``out_dir/projector``.
         num_workers: DataLoader worker processes for image decoding.
-        processes: training processes (data parallel); None = one per visible GPU (1 on the
-            CPU), see :func:`sdi.distributed.world_size_for`.
         tracking: TensorBoard / W&B (:class:`sdi.tracking.TrackingConfig`; None: none) of loss and lr per
             step; event files in ``tracking_dir/tensorboard`` (default out_dir). run_name: the W&B run name.
     """
-    options = {k: v for k, v in locals().items() if k != "processes"}  # the arguments above, as passed
-    world = distributed.world_size_for(device, processes, key="projector.processes")
-    if world > 1:
-        return distributed.launch(_train_projector, options, world, device=device)
-    return _train_projector(**options)
-
-
-def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str | Path, out_dir: str | Path, *,
-                     vae_path: str | Path | None, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                     drop_prob: float, image_size: int | None, hidden_dim: int, mixed_precision: str,
-                     checkpoint_every: int, seed: int, device: str, loss_csv: str | Path | None,
-                     projector_dir: str | Path | None, num_workers: int, tracking: TrackingConfig | None = None,
-                     tracking_dir: str | Path | None = None, run_name: str | None = None) -> TrainResult:
-    """The body of :func:`train_projector`, in one process or in each of several (accelerate)."""
-    from accelerate import Accelerator
-
     if mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision {mixed_precision!r} is not one of {sorted(MIXED_PRECISION)}")
     for name, value in {"epochs": epochs, "batch_size": batch_size, "checkpoint_every": checkpoint_every}.items():
@@ -292,135 +330,126 @@ def _train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str
         raise ValueError("manifest has no images; the projector needs the training split")
     out_dir = Path(out_dir)
     loss_csv = Path(loss_csv) if loss_csv else out_dir / "loss.csv"
+    final = Path(projector_dir) if projector_dir else out_dir / "projector"
     dims = model_dims(sd_path, clip_path, vae_path)
     image_size = int(image_size or dims.resolution)
-    dev = resolve_device(device)
+    dev = distributed.local_device(device)
+    world, main = distributed.world_size(), distributed.is_main_process()
     if mixed_precision == "fp16" and dev.type == "cpu":
         logger.info("mixed_precision fp16 is not available on the CPU; training in fp32")
         mixed_precision = "no"
-    # A JSON round trip gives the checkpoint's settings objects of their own: pickle stores an
-    # object shared with the optimizer (lr, weight_decay) as a back-reference, and a resumed
-    # run, whose optimizer state was loaded from disk, would pickle the same state differently.
-    settings = json.loads(json.dumps({
-        "seed": seed, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "drop_prob": drop_prob,
-        "image_size": image_size, "hidden_dim": hidden_dim, "d_clip": dims.d_clip, "d_cross": dims.d_cross,
-        "images": _fingerprint(manifest)}))
+    settings = {"seed": seed, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+                "drop_prob": drop_prob, "image_size": image_size, "hidden_dim": hidden_dim, "d_clip": dims.d_clip,
+                "d_cross": dims.d_cross, "images": _fingerprint(manifest)}
 
-    checkpoint = find_checkpoint(out_dir, max_epoch=epochs)
-    state = None
-    if checkpoint is not None:
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-        changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
-        if changed:
-            detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise ValueError(f"{checkpoint}: was trained with other settings ({detail}); use another out_dir "
-                             f"or delete {out_dir} to start over")
-        if distributed.is_main_process():
-            logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state["epoch"], state["global_step"])
-    # A resumed run drops the events a killed run logged after its checkpoint (accelerate: main process only).
-    trackers = [] if tracking is None else accelerate_trackers(
-        tracking_dir or out_dir, tracking, run_name=run_name or str(out_dir), config=settings,
-        resume_step=None if state is None else state["global_step"] + 1, clear=distributed.is_main_process())
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=dev.type == "cpu", log_with=trackers or None)
-    main = accelerator.is_main_process
-    final = Path(projector_dir) if projector_dir else out_dir / "projector"
-    if main:  # temp folders left by a killed run
-        stale = [*out_dir.glob(".tmp-*"), *out_dir.glob(".old-*"),
-                 *final.parent.glob(f".tmp-{final.name}-*"), *final.parent.glob(f".old-{final.name}-*")]
-        for folder in stale:
-            shutil.rmtree(folder, ignore_errors=True)
-    if state is not None and state["epoch"] == epochs:  # already trained: only (re)write the outputs
+    # --- resume, part 1: which checkpoint (already trained: only (re)write the outputs)
+    checkpoint = resume(out_dir, settings, epochs)
+    if checkpoint is not None and checkpoint.name == f"{CHECKPOINT_PREFIX}{epochs}":
         if main:
             write_loss_csv(pd.read_csv(checkpoint / LOSS_FILE).to_dict("records"), loss_csv)
             save_projector(_checkpoint_projector(checkpoint), final)
-        accelerator.wait_for_everyone()
-        return TrainResult(final, epochs, epochs, state["global_step"])
+        distributed.barrier()
+        return TrainResult(final, epochs, epochs, checkpoints.read_state(checkpoint)["global_step"])
 
+    # --- data: images and their CLIP embeddings (CLIP is frozen and its preprocessing deterministic)
     paths = manifest["path"].tolist()
-    clip_model, processor = load_clip_vision(clip_path, device=accelerator.device)
+    clip_model, processor = load_clip_vision(clip_path, device=dev)
     clip_embeds = clip_image_embeddings(paths, clip_model, processor, batch_size=batch_size, num_workers=num_workers)
     del clip_model
-    frozen = load_frozen_models(sd_path, vae_path, device=accelerator.device, dtype=MIXED_PRECISION[mixed_precision])
+    data_generator = torch.Generator()
+    loader = build_loader(ProjectorTrainingDataset(paths, clip_embeds, image_size), batch_size, seed, data_generator,
+                          num_workers)
 
-    if state is not None:
+    # --- models: frozen SD parts, the projector (DDP over the processes), AdamW
+    frozen = load_frozen_models(sd_path, vae_path, device=dev, dtype=MIXED_PRECISION[mixed_precision])
+    if checkpoint is not None:
         projector = _checkpoint_projector(checkpoint)
     else:
         torch.manual_seed(seed)
         projector = SemanticProjector(dims.d_clip, dims.d_cross, hidden_dim)
-    projector.train()
+    projector = projector.to(dev)
+    bare = projector
+    if world > 1:
+        projector = DistributedDataParallel(projector, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=weight_decay)
-    data_generator = torch.Generator()
-    loader = DataLoader(ProjectorTrainingDataset(paths, clip_embeds, image_size), batch_size=batch_size,
-                        shuffle=True, generator=data_generator, num_workers=num_workers, drop_last=False)
-    projector, optimizer, loader = accelerator.prepare(projector, optimizer, loader)
-    noise_generator = torch.Generator(accelerator.device)
+    scaler = torch.amp.GradScaler(dev.type, enabled=mixed_precision == "fp16")
+    autocast_dtype = None if mixed_precision == "no" else MIXED_PRECISION[mixed_precision]
+    noise_generator = torch.Generator(dev)
 
-    start_epoch, global_step, loss_rows = 0, 0, []
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, global_step = state["epoch"], state["global_step"]
-        loss_rows = pd.read_csv(checkpoint / LOSS_FILE).to_dict("records")
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    # --- resume, part 2: optimizer, progress, random streams
+    state = TrainingState(settings)
+    if checkpoint is not None:
+        state = TrainingState.load(checkpoint, optimizer)
+        checkpoints.set_rng_state(state.rng)
+        if main:
+            logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state.epoch, state.global_step)
+    start_epoch = state.epoch
     if main:
-        write_loss_csv(loss_rows, loss_csv)
-
-    steps_per_epoch = len(loader)
-    if main:
+        write_loss_csv(state.loss_rows, loss_csv)
         logger.info("training the projector: %d images, %d epochs x %d steps, batch %d x %d process(es), "
-                    "image size %d, mixed precision %s, device %s", len(paths), epochs, steps_per_epoch, batch_size,
-                    accelerator.num_processes, image_size, mixed_precision, accelerator.device)
-    accelerator.init_trackers("sdi")  # the trackers were made above; accelerate starts them on the main process
-    progress = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="projector",
-                    unit="step", disable=not main, mininterval=2)
+                    "image size %d, mixed precision %s, device %s", len(paths), epochs, len(loader), batch_size,
+                    world, image_size, mixed_precision, dev)
+    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
+    tracker = Tracker(tracking_dir or out_dir, tracking or TrackingConfig(tensorboard=False),
+                      run_name=run_name or str(out_dir), config=settings,
+                      resume_step=None if checkpoint is None else state.global_step + 1, enabled=main)
+    progress = tqdm(total=epochs * len(loader), initial=start_epoch * len(loader), desc="projector", unit="step",
+                    disable=not main, mininterval=2)
     t_train, images_trained = time.monotonic(), 0
     for epoch in range(start_epoch + 1, epochs + 1):
         # Every random stream restarts from (seed, epoch): resuming draws what a full run draws.
         data_generator.manual_seed(epoch_seed(seed, epoch))
-        noise_generator.manual_seed(epoch_seed(seed, epoch, 1 + accelerator.process_index))
-        projector.train()
-        epoch_losses, seen = [], 0
-        for batch in loader:
-            seen += len(batch["pixels"])
-            with accelerator.autocast():
-                loss = projector_loss(projector, frozen, batch["pixels"], batch["clip_embeds"],
-                                      drop_prob=drop_prob, generator=noise_generator)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            value = accelerator.reduce(loss.detach(), reduction="mean").item()
-            epoch_losses.append(value)
-            loss_rows.append({"epoch": epoch, "step": global_step, "loss": value,
-                              "lr": optimizer.param_groups[0]["lr"]})
-            accelerator.log({"loss": value, "lr": optimizer.param_groups[0]["lr"]}, step=global_step)
-            progress.update(1)
-            progress.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)
-        if accelerator.num_processes > 1:
+        noise_generator.manual_seed(epoch_seed(seed, epoch, 1 + distributed.rank()))
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
+        first_step = len(state.loss_rows)
+        seen = train_one_epoch(projector, frozen, loader, optimizer, scaler, state, drop_prob=drop_prob,
+                               generator=noise_generator, autocast_dtype=autocast_dtype, tracker=tracker,
+                               progress=progress)
+        state.epoch = epoch
+        if world > 1:
             logger.info("epoch %d/%d: %d images on this process", epoch, epochs, seen)
-        images_trained += seen * accelerator.num_processes
-        accelerator.log({"epoch_loss": float(np.mean(epoch_losses))}, step=global_step)
+        images_trained += seen * world
+        epoch_loss = float(np.mean([row["loss"] for row in state.loss_rows[first_step:]]))
+        tracker.scalars({"epoch_loss": epoch_loss}, state.global_step)
         if main:
-            logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, float(np.mean(epoch_losses)))
-            write_loss_csv(loss_rows, loss_csv)
+            logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, epoch_loss)
+            write_loss_csv(state.loss_rows, loss_csv)
             if epoch % checkpoint_every == 0 or epoch == epochs:
-                rng = {"torch": torch.get_rng_state(),
-                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-                save_checkpoint(out_dir / f"{CHECKPOINT_PREFIX}{epoch}", accelerator.unwrap_model(projector),
-                                {"epoch": epoch, "global_step": global_step, "optimizer": optimizer.state_dict(),
-                                 "rng": rng, "settings": settings}, loss_rows)
+                state.rng = checkpoints.rng_state()
+                state.save(out_dir / f"{CHECKPOINT_PREFIX}{epoch}", bare, optimizer)
                 kill_point("projector_checkpoint")
-        accelerator.wait_for_everyone()
+        distributed.barrier()
     progress.close()
 
     if main:
-        save_projector(accelerator.unwrap_model(projector), final)
+        save_projector(bare, final)
         elapsed = time.monotonic() - t_train
-        logger.info("projector done: %d epochs, %d steps, %.1f images/s this run, last epoch mean loss %s -> %s",
-                    epochs, global_step, images_trained / max(elapsed, 1e-9),
-                    f"{np.mean(epoch_losses):.5f}" if start_epoch < epochs else "n/a", final)
-    accelerator.wait_for_everyone()
-    for tracker in accelerator.trackers:  # what end_training does, less ending the process group,
-        tracker.finish()  # which belongs to sdi.distributed's launcher
-    return TrainResult(final, start_epoch, epochs, global_step)
+        logger.info("projector done: %d epochs, %d steps, %.1f images/s this run, last epoch mean loss %.5f -> %s",
+                    epochs, state.global_step, images_trained / max(elapsed, 1e-9), epoch_loss, final)
+    tracker.close()
+    distributed.barrier()
+    return TrainResult(final, start_epoch, epochs, state.global_step)
+
+
+# --------------------------------------------------------------------------- the workflow's job
+def run_job(job: dict) -> TrainResult:
+    """One process's part of the workflow's projector training (rule train_projector), from paths.
+
+    ``job`` (JSON-able): ``manifest`` (the training split's parquet file), ``sd_path``, ``clip_path``,
+    ``out_dir``, ``tracking`` (:class:`sdi.tracking.TrackingConfig` fields or None), and
+    :func:`train_projector`'s other keywords in ``settings``. :func:`sdi.distributed.launch` starts it.
+    """
+    settings = job["settings"]
+    with distributed.process_group(settings.get("device", "auto")):
+        tracking = job.get("tracking")
+        result = train_projector(pd.read_parquet(job["manifest"]), job["sd_path"], job["clip_path"], job["out_dir"],
+                                 tracking=None if tracking is None else TrackingConfig(**tracking), **settings)
+        if distributed.is_main_process():
+            logger.info("projector: %s (resumed from epoch %d, %d steps)", result.projector_dir,
+                        result.resumed_from, result.global_step)
+        return result
+
+
+if __name__ == "__main__":  # torchrun [...] -m sdi.train_projector '<job JSON>'
+    distributed.main_of(run_job)

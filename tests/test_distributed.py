@@ -137,3 +137,35 @@ def test_a_failing_process_fails_the_launch(tmp_path):
            "settings": {"device": "cpu"}}
     with pytest.raises(RuntimeError, match="sdi.classifier: 2 training processes"):
         distributed.launch("sdi.classifier", job, 2)
+
+
+# --------------------------------------------------------------------------- projector
+def test_projector_on_two_processes(tiny_models, digits_split, tmp_path, capsys):
+    """The workflow's projector job (rule train_projector) in two torchrun processes."""
+    from sdi.projector import SemanticProjector
+    from sdi.train_projector import STATE_FILE
+
+    manifest = tmp_path / "train.parquet"
+    digits_split["train"].head(16).to_parquet(manifest, index=False)
+    out = tmp_path / "proj"
+    job = {"manifest": str(manifest), "sd_path": str(tiny_models["sd"]), "clip_path": str(tiny_models["clip"]),
+           "out_dir": str(out), "tracking": None,
+           "settings": {"epochs": 2, "batch_size": 4, "checkpoint_every": 1, "seed": 0, "device": "cpu"}}
+    distributed.launch("sdi.train_projector", job, 2)
+    output = capsys.readouterr().err
+
+    # 16 images, 4 per process and step, 2 processes: 2 steps per epoch
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-epoch1", "checkpoint-epoch2", "loss.csv",
+                                                     "projector"]
+    loss = pd.read_csv(out / "loss.csv")
+    assert loss.step.tolist() == [1, 2, 3, 4] and loss.epoch.tolist() == [1, 1, 2, 2]
+    assert all(math.isfinite(v) and v > 0 for v in loss.loss)
+    assert json.loads((out / "checkpoint-epoch2" / STATE_FILE).read_text())["global_step"] == 4
+    trained = SemanticProjector.from_pretrained(out / "projector").state_dict()
+    assert all(torch.equal(v, trained[k])
+               for k, v in SemanticProjector.from_pretrained(out / "checkpoint-epoch2").state_dict().items())
+    seen = rank_lines(output, r"images on this process")
+    assert seen == {rank: [f"epoch {e}/2: 8 images on this process" for e in (1, 2)] for rank in (0, 1)}
+    assert rank_lines(output, "training the projector") == {0: [
+        "training the projector: 16 images, 2 epochs x 2 steps, batch 4 x 2 process(es), image size 64, "
+        "mixed precision no, device cpu"]}

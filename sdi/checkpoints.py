@@ -1,0 +1,85 @@
+"""Resumable training state as files that describe themselves: safetensors for tensors, JSON for the rest.
+
+Both trainers save a checkpoint folder holding their model's weights (``model.safetensors``
+or ``save_pretrained``), the optimizer's tensors (``optimizer.safetensors``, e.g. SGD momentum
+or AdamW moments) and ``state.json``: epoch, progress, the optimizer's other state and param
+groups, the scheduler's state, and the random streams of every process (:func:`rng_state`).
+Nothing is pickled, so a checkpoint can be read without running our code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+def _tensor_text(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode()
+
+
+def _text_tensor(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def rng_state() -> dict:
+    """This process's random streams (torch, CUDA, numpy, python) as JSON-able data."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": _tensor_text(torch.get_rng_state()), "cuda": [_tensor_text(s) for s in cuda],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(internal), python_gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(_text_tensor(state["torch"]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_text_tensor(s) for s in state["cuda"]])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, python_gauss = state["python"]
+    random.setstate((version, tuple(internal), python_gauss))
+
+
+def save_state(folder: Path, state: dict, optimizer: torch.optim.Optimizer, scheduler=None) -> None:
+    """Write ``state`` (JSON-able) with the optimizer's (and scheduler's) state into ``folder``:
+    ``optimizer.safetensors`` and ``state.json``. ``folder`` is a temporary folder the caller renames."""
+    from safetensors.torch import save_file
+
+    opt = optimizer.state_dict()
+    tensors = {f"{i}.{k}": v.contiguous() for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+    other = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in opt["state"].items()}
+    full = {**state, "optimizer": {"param_groups": opt["param_groups"], "state": other}}
+    if scheduler is not None:
+        full["scheduler"] = scheduler.state_dict()
+    save_file(tensors, folder / OPTIMIZER_FILE)
+    (folder / STATE_FILE).write_text(json.dumps(full) + "\n")
+
+
+def read_state(folder: Path) -> dict:
+    """``state.json`` of a checkpoint folder (without loading anything)."""
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler=None) -> dict:
+    """Load the optimizer's (and scheduler's) state of ``folder`` into them; return the rest of ``state.json``."""
+    from safetensors.torch import load_file
+
+    state = read_state(folder)
+    saved = state.pop("optimizer")
+    per_param = {int(i): dict(s) for i, s in saved["state"].items()}
+    for key, value in load_file(folder / OPTIMIZER_FILE).items():
+        i, name = key.split(".", 1)
+        per_param.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
+    if scheduler is not None:
+        scheduler.load_state_dict(state.pop("scheduler"))
+    return state
