@@ -14,18 +14,18 @@ rule train_classifier:
         "logs/{dataset}/classifier/{method}/seed{seed}.log",
     benchmark:
         "benchmarks/{dataset}/classifier/{method}/seed{seed}.tsv"
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        out_dir="results/{dataset}/classifier/{method}/seed{seed}",
+        settings=classifier_settings,
+        training_set=training_set_settings,
+        snapshot=run_config_snapshot,
     threads: job_threads("train_classifier")
     resources:
         **job_placement("train_classifier"),
         mem_mb=job_mem_mb("train_classifier"),
         runtime=job_runtime("train_classifier"),
         gpu=job_gpus("train_classifier"),
-    params:
-        out_dir="results/{dataset}/classifier/{method}/seed{seed}",
-        settings=classifier_settings,
-        training_set=training_set_settings,
-        snapshot=run_config_snapshot,
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/train_classifier.py"

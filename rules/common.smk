@@ -146,7 +146,8 @@ def medmnist_npz(wildcards):
 def model_input(*names):
     """The model folders a job reads, as inputs: the tiny models (built by rule tiny_models),
     or for a user's folder a listing of its files (path, size, mtime), rewritten at planning
-    time only when the folder changes, so that swapped weights rerun every job that used them."""
+    time only when the folder changes, so that swapped weights rerun every job that used them.
+    """
     if config["models"]["tiny"]:
         return {name: TINY_MODELS[name] for name in names if name in TINY_MODELS}
     return {

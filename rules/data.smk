@@ -21,15 +21,15 @@ rule demo_dataset:
             for e in config["datasets"].values()
             if e.get("builtin") == "sklearn_digits" and e.get("root")
         ),
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        options=config["demo_data"],
     threads: job_threads("demo_dataset")
     resources:
         **job_placement("demo_dataset"),
         mem_mb=job_mem_mb("demo_dataset"),
         runtime=job_runtime("demo_dataset"),
-    params:
-        options=config["demo_data"],
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/demo_dataset.py"
 
@@ -47,16 +47,16 @@ rule medmnist_images:
         dataset=_alternation(
             name for name, e in config["datasets"].items() if e["format"] == "medmnist"
         ),
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        flag=lambda w: dataset_entry(w)["flag"],
+        size=lambda w: dataset_entry(w).get("size", 28),
     threads: job_threads("medmnist_images")
     resources:
         **job_placement("medmnist_images"),
         mem_mb=job_mem_mb("medmnist_images"),
         runtime=job_runtime("medmnist_images"),
-    params:
-        flag=lambda w: dataset_entry(w)["flag"],
-        size=lambda w: dataset_entry(w).get("size", 28),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/medmnist_images.py"
 
@@ -70,13 +70,6 @@ rule split:
         "logs/{dataset}/split.log",
     benchmark:
         "benchmarks/{dataset}/split.tsv"
-    conda:
-        "../envs/sdi.yaml"
-    threads: job_threads("split")
-    resources:
-        **job_placement("split"),
-        mem_mb=job_mem_mb("split"),
-        runtime=job_runtime("split"),
     params:
         format=lambda w: dataset_entry(w)["format"],
         root=split_root,
@@ -84,5 +77,12 @@ rule split:
         val_fraction=config["split"]["val_fraction"],
         val_source=config["split"]["val_source"],
         seed=config["split"]["seed"],
+    threads: job_threads("split")
+    resources:
+        **job_placement("split"),
+        mem_mb=job_mem_mb("split"),
+        runtime=job_runtime("split"),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/split.py"

@@ -70,17 +70,17 @@ rule export:
         "benchmarks/{dataset}/export/{export}.tsv"
     wildcard_constraints:
         export=r"[^/]+",
-    conda:
-        "../envs/sdi.yaml"
-    threads: job_threads("export")
-    resources:
-        **job_placement("export"),
-        mem_mb=job_mem_mb("export"),
-        runtime=job_runtime("export"),
     params:
         training_set=export_training_set,
         settings=export_settings,
         options=config["export"],
         command=export_command,
+    threads: job_threads("export")
+    resources:
+        **job_placement("export"),
+        mem_mb=job_mem_mb("export"),
+        runtime=job_runtime("export"),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/export.py"

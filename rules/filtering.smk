@@ -11,20 +11,20 @@ rule filter_default:
         "logs/{dataset}/filter.log",
     benchmark:
         "benchmarks/{dataset}/filter.tsv"
-    conda:
-        "../envs/sdi.yaml"
-    threads: job_threads("filter")
-    resources:
-        **job_placement("filter"),
-        mem_mb=job_mem_mb("filter"),
-        runtime=job_runtime("filter"),
-        gpu=job_gpus("filter"),
     params:
         models=MODELS,
         filter_clip=config["models"].get("filter_clip"),
         keep_ratio=lambda w: variant_settings(config, DEFAULT_VARIANT)["keep_ratio"],
         score=lambda w: variant_settings(config, DEFAULT_VARIANT)["score"],
         dtype=config["generation"]["dtype"],
+    threads: job_threads("filter")
+    resources:
+        **job_placement("filter"),
+        mem_mb=job_mem_mb("filter"),
+        runtime=job_runtime("filter"),
+        gpu=job_gpus("filter"),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/filter.py"
 

@@ -11,14 +11,6 @@ rule generate:
         "logs/{dataset}/{variant}/generate_{shard}.log",
     benchmark:
         "benchmarks/{dataset}/{variant}/generate_{shard}.tsv"
-    conda:
-        "../envs/sdi.yaml"
-    threads: job_threads("generate")
-    resources:
-        **job_placement("generate"),
-        mem_mb=job_mem_mb("generate"),
-        runtime=job_runtime("generate"),
-        gpu=job_gpus("generate"),
     params:
         models=MODELS,
         # Images go to <out_dir>/images/: a per-image resumable cache (each PNG carries
@@ -28,5 +20,13 @@ rule generate:
         shard=lambda w: int(w.shard),
         mode=lambda w: variant(w)["mode"],
         options=lambda w: variant(w)["generation"],
+    threads: job_threads("generate")
+    resources:
+        **job_placement("generate"),
+        mem_mb=job_mem_mb("generate"),
+        runtime=job_runtime("generate"),
+        gpu=job_gpus("generate"),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/generate.py"

@@ -9,14 +9,14 @@ rule tiny_models:
         "logs/models/tiny_models.log",
     benchmark:
         "benchmarks/models/tiny_models.tsv"
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        seed=0,
     threads: job_threads("tiny_models")
     resources:
         **job_placement("tiny_models"),
         mem_mb=job_mem_mb("tiny_models"),
         runtime=job_runtime("tiny_models"),
-    params:
-        seed=0,
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/tiny_models.py"

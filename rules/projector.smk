@@ -12,20 +12,20 @@ rule train_projector:
         "logs/{dataset}/train_projector.log",
     benchmark:
         "benchmarks/{dataset}/train_projector.tsv"
-    conda:
-        "../envs/sdi.yaml"
-    threads: job_threads("train_projector")
-    resources:
-        **job_placement("train_projector"),
-        mem_mb=job_mem_mb("train_projector"),
-        runtime=job_runtime("train_projector"),
-        gpu=job_gpus("train_projector"),
     params:
         models=MODELS,
         # Checkpoints live beside the outputs but are not outputs, so a killed or
         # requeued job resumes from them instead of Snakemake deleting them.
         checkpoint_dir="results/{dataset}/projector/checkpoints",
         settings=config["projector"],
+    threads: job_threads("train_projector")
+    resources:
+        **job_placement("train_projector"),
+        mem_mb=job_mem_mb("train_projector"),
+        runtime=job_runtime("train_projector"),
+        gpu=job_gpus("train_projector"),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/train_projector.py"
 
@@ -41,15 +41,15 @@ rule embeddings:
         "logs/{dataset}/embeddings.log",
     benchmark:
         "benchmarks/{dataset}/embeddings.tsv"
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        models=MODELS,
     threads: job_threads("embeddings")
     resources:
         **job_placement("embeddings"),
         mem_mb=job_mem_mb("embeddings"),
         runtime=job_runtime("embeddings"),
         gpu=job_gpus("embeddings"),
-    params:
-        models=MODELS,
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/embeddings.py"

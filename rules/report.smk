@@ -35,19 +35,19 @@ rule diagnostics:
         "logs/{dataset}/{variant}/diagnostics.log",
     benchmark:
         "benchmarks/{dataset}/{variant}/diagnostics.tsv"
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        out_dir="results/{dataset}/diagnostics/{variant}",
+        filter_clip=config["models"].get("filter_clip"),
+        models=MODELS,
+        options=without_execution("diagnostics", config["diagnostics"]),
     threads: job_threads("diagnostics")
     resources:
         **job_placement("diagnostics"),
         mem_mb=job_mem_mb("diagnostics"),
         runtime=job_runtime("diagnostics"),
         gpu=job_gpus("diagnostics"),
-    params:
-        out_dir="results/{dataset}/diagnostics/{variant}",
-        filter_clip=config["models"].get("filter_clip"),
-        models=MODELS,
-        options=without_execution("diagnostics", config["diagnostics"]),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/diagnostics.py"
 
@@ -88,15 +88,15 @@ rule report_filter_figures:
         ),
     log:
         "logs/{dataset}/{variant}/report_filter_figures.log",
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        grid=config["report"],
     threads: job_threads("report_filter_figures")
     resources:
         **job_placement("report_filter_figures"),
         mem_mb=job_mem_mb("report_filter_figures"),
         runtime=job_runtime("report_filter_figures"),
-    params:
-        grid=config["report"],
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/report_filter_figures.py"
 
@@ -114,17 +114,17 @@ rule training_curves:
         ),
     log:
         "logs/{dataset}/training_curves.log",
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        labels=lambda w: [
+            f"{METHODS[m]['label']} s{s}" for m, s, _ in classifier_runs(w.dataset)
+        ],
     threads: job_threads("training_curves")
     resources:
         **job_placement("training_curves"),
         mem_mb=job_mem_mb("training_curves"),
         runtime=job_runtime("training_curves"),
-    params:
-        labels=lambda w: [
-            f"{METHODS[m]['label']} s{s}" for m, s, _ in classifier_runs(w.dataset)
-        ],
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/training_curves.py"
 
@@ -149,13 +149,6 @@ rule summary:
         ),
     log:
         "logs/summary.log",
-    conda:
-        "../envs/sdi.yaml"
-    threads: job_threads("summary")
-    resources:
-        **job_placement("summary"),
-        mem_mb=job_mem_mb("summary"),
-        runtime=job_runtime("summary"),
     params:
         runs=summary_runs(),
         datasets=enabled_datasets(config),
@@ -164,5 +157,12 @@ rule summary:
             m: [f for d in enabled_datasets(config) for f in stage_benchmarks(d, m)]
             for m in METHODS
         },
+    threads: job_threads("summary")
+    resources:
+        **job_placement("summary"),
+        mem_mb=job_mem_mb("summary"),
+        runtime=job_runtime("summary"),
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/summary.py"

@@ -11,16 +11,16 @@ rule sample:
         "logs/{dataset}/sample_{sampler}.log",
     benchmark:
         "benchmarks/{dataset}/sample_{sampler}.tsv"
-    conda:
-        "../envs/sdi.yaml"
+    params:
+        sampler=lambda w: config["samplers"][w.sampler],
+        shards=config["generation"]["shards"],
+        run_seed=config["generation"]["seed"],
     threads: job_threads("sample")
     resources:
         **job_placement("sample"),
         mem_mb=job_mem_mb("sample"),
         runtime=job_runtime("sample"),
-    params:
-        sampler=lambda w: config["samplers"][w.sampler],
-        shards=config["generation"]["shards"],
-        run_seed=config["generation"]["seed"],
+    conda:
+        "../envs/sdi.yaml"
     script:
         "../workflow_scripts/sample.py"
