@@ -186,12 +186,15 @@ def filtered_dir(dataset, variant_name):
     return f"results/{dataset}/sei/{variant_name}/filtered"
 
 
+def filtered_variant(wildcards):
+    """The variant a filter job keeps images of: rule filter's other_variant, or for rule
+    filter_default (results/<dataset>/filtered) the default variant."""
+    return getattr(wildcards, "other_variant", None) or DEFAULT_VARIANT
+
+
 def shard_manifests(wildcards):
-    v = (
-        getattr(wildcards, "variant", None)
-        or getattr(wildcards, "other_variant", None)
-        or DEFAULT_VARIANT
-    )
+    """The generation shard manifests that a filter job reads."""
+    v = filtered_variant(wildcards)
     return [f"results/{wildcards.dataset}/sei/{v}/shards/{i}.parquet" for i in SHARDS]
 
 
