@@ -12,7 +12,8 @@ The stage functions that the workflow scripts call are the package's Python API 
 ``train_projector``       the semantic projector (CLIP image embedding -> SD conditioning)
 ``extract_embeddings``    CLIP and projected embeddings of a manifest's images
 ``sample_class_embeddings``  conditioning vectors per class (Gaussian, GMM or text baseline)
-``ImageGenerator``        a Stable Diffusion pipeline loaded once, for ``generate_shard``
+``ImageGenerator``        a Stable Diffusion pipeline (``from_folders``: loaded once), for ``generate_shard``
+``GenerationSettings``    what the images depend on besides samples and models (steps, guidance, ...)
 ``generate_shard``        images of a table of samples, with their provenance manifest
 ``filter_generated``      CLIP scores, per-class ranks and the kept images
 ``method_training_set``   an experiment method's exact training set (real + synthetic rows)
@@ -49,6 +50,7 @@ _API = {
     "extract_embeddings": "sdi.embeddings",
     "sample_class_embeddings": "sdi.sampling",
     "ImageGenerator": "sdi.generation",
+    "GenerationSettings": "sdi.generation",
     "generate_shard": "sdi.generation",
     "filter_generated": "sdi.filtering",
     "method_training_set": "sdi.training_set",

@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -183,15 +184,6 @@ def model_id(sd_path: str | Path, vae_path: str | Path | None = None) -> str:
     return hasher.hexdigest()[:16]
 
 
-def native_resolution(sd_path: str | Path, vae_path: str | Path | None = None) -> int:
-    """Image size the UNet was trained at: unet sample_size x VAE scale factor (512 for SD v1.5)."""
-    sd = check_sd_folder(sd_path)
-    unet = json.loads((sd / "unet" / "config.json").read_text())
-    vae_dir = check_vae_folder(vae_path) if vae_path else sd / "vae"
-    vae = json.loads((vae_dir / "config.json").read_text())
-    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-
-
 def class_folder(label: int, class_name: str) -> str:
     """``7, 'digit seven'`` -> ``0007_digit_seven`` (anything but letters, digits, ``._-`` -> ``_``)."""
     return f"{int(label):04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', str(class_name))}"
@@ -325,54 +317,78 @@ def _check_samples(samples: pd.DataFrame, mode: str, d_cross: int | None = None,
                 raise GenerationError(f"{what}: sample {sid} has a vector with NaN/inf values")
 
 
-class ImageGenerator:
-    """Stable Diffusion with the method's conditioning, loaded once and called per batch.
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What an image depends on besides its sample and the generator's models, scheduler and dtype.
 
-    sd_path / vae_path: local SD v1.5 (diffusers layout) and optional separate VAE folder.
-    scheduler: 'ddim', a diffusers scheduler class name (see :func:`make_scheduler`) or an
-        instantiated scheduler. dtype: 'fp16' / 'bf16' / 'fp32' (on CPU fp16 runs as fp32, which
-        CPUs compute faster; bf16 stays bf16).
-    device: 'auto' (cuda when present, else cpu) or a torch device name.
-    compile: compile the UNet with ``torch.compile`` (see :func:`optimize_pipeline`).
+    mode: 'sei' (default: the method prompt, its ``class</w>`` token replaced by the sample's
+        vector) or 'text' (the text-only baseline, ``"a photo of a {class_name}"``).
+    steps: denoising steps (default 50). guidance_scale: classifier-free guidance (default 2.0).
+    resolution: image height and width in pixels, a multiple of 8; None (default): the UNet's
+        native size (512 for SD v1.5).
+    negative_prompt: default :data:`sdi.NEGATIVE_PROMPT`. eta: DDIM eta (default 0.0, no noise).
 
-    The pipeline is loaded on first use, so that provenance (:meth:`settings`) is available
-    without loading weights.
+    How a shard is run is not in here and changes no image: device and compile
+    (:meth:`ImageGenerator.from_folders`), batch_size and save_threads (:func:`generate_shard`);
+    the batch size only reorders float sums (config.generation's ``x-execution-only`` keys).
     """
 
-    def __init__(self, sd_path: str | Path, vae_path: str | Path | None = None, *, scheduler="ddim",
-                 dtype: str = "fp16", device: str = "auto", compile: bool = False):
-        self.sd_path = check_sd_folder(sd_path)
-        self.vae_path = check_vae_folder(vae_path) if vae_path else None
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)  # fp16 -> fp32 on CPU; bf16 runs as bf16 there
-        if isinstance(scheduler, str):
-            scheduler = make_scheduler(scheduler, self.sd_path)
-        self.scheduler = scheduler
-        self.model_id = model_id(self.sd_path, self.vae_path)
-        self.native_resolution = native_resolution(self.sd_path, self.vae_path)
-        self.compile = bool(compile)
-        self._pipe = None
+    mode: str = "sei"
+    steps: int = 50
+    guidance_scale: float = 2.0
+    resolution: int | None = None
+    negative_prompt: str = NEGATIVE_PROMPT
+    eta: float = 0.0
+
+
+class ImageGenerator:
+    """Stable Diffusion with the method's conditioning: one loaded pipeline, called per batch.
+
+    pipe: a ``StableDiffusionPipeline`` (its components: unet, vae, text_encoder, tokenizer and
+        scheduler), already on its device and in its dtype, e.g. from :func:`sdi.models.load_sd_pipeline`
+        and :func:`optimize_pipeline`; the generator runs on ``pipe.device`` in ``pipe.unet.dtype``.
+    model_id: what the weights are (:func:`model_id` of their folders), recorded in every image's
+        provenance.
+
+    :meth:`from_folders` loads all of it from local model folders.
+    """
+
+    def __init__(self, pipe, *, model_id: str):
+        self.pipe = pipe
+        self.model_id = model_id
+        self.device = pipe.device
+        self.dtype = pipe.unet.dtype
         self._method_prompt = None
         self._prompt_cache: dict[str, torch.Tensor] = {}
 
-    @property
-    def pipe(self):
-        """The StableDiffusionPipeline (loaded on first access)."""
-        if self._pipe is None:
-            from sdi.models import load_sd_pipeline
+    @classmethod
+    def from_folders(cls, sd_path: str | Path, vae_path: str | Path | None = None, *, scheduler="ddim",
+                     dtype: str = "fp16", device: str = "auto", compile: bool = False) -> ImageGenerator:
+        """Load the generator from a local SD v1.5 folder (diffusers layout) and an optional separate VAE folder.
 
-            kill_point("model_loading")
+        scheduler: 'ddim', a diffusers scheduler class name (see :func:`make_scheduler`) or an
+            instantiated scheduler. dtype: 'fp16' / 'bf16' / 'fp32' (on CPU fp16 runs as fp32, which
+            CPUs compute faster; bf16 stays bf16).
+        device: 'auto' (cuda when present, else cpu) or a torch device name.
+        compile: compile the UNet with ``torch.compile`` (see :func:`optimize_pipeline`).
+        """
+        from sdi.models import load_sd_pipeline
 
-            logger.info("loading %s (vae %s) on %s as %s with %s%s", self.sd_path, self.vae_path, self.device,
-                        self.dtype_name, type(self.scheduler).__name__, ", compiled UNet" if self.compile else "")
-            pipe = load_sd_pipeline(self.sd_path, self.vae_path, device=self.device, dtype=self.dtype,
-                                    scheduler=self.scheduler)
-            self._pipe = optimize_pipeline(pipe, compile_unet=self.compile)
-        return self._pipe
+        sd = check_sd_folder(sd_path)
+        vae = check_vae_folder(vae_path) if vae_path else None
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)  # fp16 -> fp32 on CPU; bf16 runs as bf16 there
+        if isinstance(scheduler, str):
+            scheduler = make_scheduler(scheduler, sd)
+        models = model_id(sd, vae)
+        kill_point("model_loading")
+        logger.info("loading %s (vae %s) on %s as %s with %s%s", sd, vae, device, DTYPE_NAMES[dtype],
+                    type(scheduler).__name__, ", compiled UNet" if compile else "")
+        pipe = load_sd_pipeline(sd, vae, device=device, dtype=dtype, scheduler=scheduler)
+        return cls(optimize_pipeline(pipe, compile_unet=compile), model_id=models)
 
     def auto_batch_size(self, height: int | None = None, width: int | None = None) -> int:
-        """:func:`auto_batch_size` for this generator (loads the models first)."""
-        _ = self.pipe
+        """:func:`auto_batch_size` for this generator."""
         return auto_batch_size(self.device, self.dtype, int(height or self.native_resolution),
                                int(width or self.native_resolution))
 
@@ -381,14 +397,19 @@ class ImageGenerator:
         return DTYPE_NAMES[self.dtype]
 
     @property
+    def native_resolution(self) -> int:
+        """Image size the UNet was trained at: its sample_size x the VAE scale factor (512 for SD v1.5)."""
+        return int(self.pipe.unet.config.sample_size) * self.pipe.vae_scale_factor
+
+    @property
     def d_cross(self) -> int:
-        unet = json.loads((self.sd_path / "unet" / "config.json").read_text())
-        cross = unet["cross_attention_dim"]
-        return int(cross[0] if isinstance(cross, list) else cross)
+        cross = self.pipe.unet.config.cross_attention_dim
+        return int(cross[0] if isinstance(cross, list | tuple) else cross)
 
     def settings(self) -> dict:
         """Provenance fields that depend on the generator, not on the sample."""
-        return {"scheduler": type(self.scheduler).__name__, "scheduler_config": scheduler_json(self.scheduler),
+        scheduler = self.pipe.scheduler
+        return {"scheduler": type(scheduler).__name__, "scheduler_config": scheduler_json(scheduler),
                 "dtype": self.dtype_name, "device": self.device.type, "model_id": self.model_id}
 
     @torch.no_grad()
@@ -431,28 +452,26 @@ class ImageGenerator:
                                           device=torch.device("cpu"), dtype=torch.float32) for g in generators])
         return latents.to(self.device, self.dtype), generators
 
-    def generate(self, samples: pd.DataFrame, mode: str = "sei", *, steps: int = 50, guidance_scale: float = 2.0,
-                 height: int | None = None, width: int | None = None, negative_prompt: str = NEGATIVE_PROMPT,
-                 eta: float = 0.0, output_type: str = "pil") -> list[Image.Image] | np.ndarray:
+    def generate(self, samples: pd.DataFrame, settings: GenerationSettings = GenerationSettings(),
+                 output_type: str = "pil") -> list[Image.Image] | np.ndarray:
         """One pipeline call for all rows of samples (columns seed, class_name, and vector for 'sei').
 
-        Returns one RGB PIL image (height x width) per row, in order; with output_type
-        ``'np'`` a float32 array [B, height, width, 3] in [0, 1] instead (:func:`to_pil`
-        turns a row into the same PIL image, off the critical path).
+        Returns one RGB PIL image (size x size, size = settings.resolution or the native one) per
+        row, in order; with output_type ``'np'`` a float32 array [B, size, size, 3] in [0, 1]
+        instead (:func:`to_pil` turns a row into the same PIL image, off the critical path).
         """
-        height = int(height or self.native_resolution)
-        width = int(width or self.native_resolution)
+        size = int(settings.resolution or self.native_resolution)
         scale = self.pipe.vae_scale_factor
-        if height % scale or width % scale:
-            raise GenerationError(f"generation.resolution: {height}x{width} is not a multiple of {scale}")
-        embeds = self.prompt_embeds(samples, mode)
-        negative = self.text_embeds(negative_prompt).expand(len(samples), -1, -1)
-        latents, generators = self.initial_latents(samples.seed, height, width)
+        if size % scale:
+            raise GenerationError(f"generation.resolution: {size}x{size} is not a multiple of {scale}")
+        embeds = self.prompt_embeds(samples, settings.mode)
+        negative = self.text_embeds(settings.negative_prompt).expand(len(samples), -1, -1)
+        latents, generators = self.initial_latents(samples.seed, size, size)
         with torch.inference_mode():
             return self.pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, latents=latents,
-                             generator=generators, num_inference_steps=int(steps),
-                             guidance_scale=float(guidance_scale), eta=float(eta), height=height, width=width,
-                             output_type=output_type).images
+                             generator=generators, num_inference_steps=int(settings.steps),
+                             guidance_scale=float(settings.guidance_scale), eta=float(settings.eta), height=size,
+                             width=size, output_type=output_type).images
 
 
 def to_pil(image: np.ndarray) -> Image.Image:
@@ -466,59 +485,49 @@ def _save_array(image: np.ndarray, path: Path, provenance: Mapping) -> Path:
     return save_png(to_pil(image), path, provenance)
 
 
-def _provenance(row, mode: str, settings: Mapping, steps: int, guidance_scale: float, eta: float,
-                negative_prompt: str, height: int, width: int) -> dict:
-    """The manifest row of one sample, less path, shard, batch and versions."""
+def _provenance(row, settings: GenerationSettings, made_by: Mapping, size: int) -> dict:
+    """The manifest row of one sample, less path, shard, batch and versions (made_by: ImageGenerator.settings())."""
+    mode = settings.mode
     return {
         "sample_id": str(row.sample_id), "label": int(row.label), "class_name": str(row.class_name),
         "sample_index": int(row.sample_index), "seed": int(row.seed), "mode": mode,
         "prompt": PROMPT if mode == "sei" else TEXT_PROMPT.format(class_name=row.class_name),
-        "negative_prompt": negative_prompt,
+        "negative_prompt": settings.negative_prompt,
         "vector_sha256": vector_sha256(row.vector) if mode == "sei" else "",
-        **settings, "steps": int(steps), "guidance_scale": float(guidance_scale), "eta": float(eta),
-        "height": int(height), "width": int(width),
+        **made_by, "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
+        "eta": float(settings.eta), "height": size, "width": size,
     }
 
 
-def generate_shard(samples: pd.DataFrame, sd_path: str | Path, out_dir: str | Path, *,
-                   vae_path: str | Path | None = None, mode: str = "sei", steps: int = 50,
-                   guidance_scale: float = 2.0, scheduler: str = "ddim", dtype: str = "fp16",
-                   resolution: int | None = None, batch_size: int | str = "auto",
-                   negative_prompt: str = NEGATIVE_PROMPT, eta: float = 0.0, device: str = "auto",
-                   compile: bool = False, save_threads: int = 2,
-                   generator: ImageGenerator | None = None) -> pd.DataFrame:
+def generate_shard(samples: pd.DataFrame, generator: ImageGenerator, out_dir: str | Path,
+                   settings: GenerationSettings = GenerationSettings(), *, batch_size: int | str = "auto",
+                   save_threads: int = 2) -> pd.DataFrame:
     """Generate the images of one shard of samples; resumable. Returns the shard's manifest.
 
     samples: rows of samples.parquet (see module docstring). Images are written to
     ``out_dir/images/{label:04d}_{class_name}/{sample_id}.png``. An existing PNG that decodes
-    fully and whose embedded provenance matches the current settings is kept; every other
-    sample is generated, batch_size samples per pipeline call (an int, or ``'auto'``: see
-    :func:`auto_batch_size`; a batch that runs out of GPU memory is halved and retried), with
-    8-bit conversion and PNG encoding in save_threads background threads.
-    resolution: None = the model's native size. compile: ``torch.compile`` the UNet.
-    generator: an already loaded :class:`ImageGenerator` (then sd_path, vae_path, scheduler,
-    dtype, device and compile are taken from it).
+    fully and whose embedded provenance matches the generator and settings is kept; every other
+    sample is generated.
+    batch_size and save_threads say how, not what (see :class:`GenerationSettings`): batch_size
+    samples per pipeline call (an int, or ``'auto'``: see :func:`auto_batch_size`; a batch that
+    runs out of GPU memory is halved and retried), 8-bit conversion and PNG encoding in
+    save_threads background threads.
 
     The manifest (one row per sample, in the order of samples) has :data:`MANIFEST_COLUMNS`.
     """
     from tqdm import tqdm
 
-    if generator is None:
-        generator = ImageGenerator(sd_path, vae_path, scheduler=scheduler, dtype=dtype, device=device,
-                                   compile=compile)
-    elif Path(sd_path).resolve() != generator.sd_path.resolve():
-        raise GenerationError(f"generate_shard: sd_path {sd_path} differs from the generator's {generator.sd_path}")
+    mode = settings.mode
     _check_samples(samples, mode, generator.d_cross if mode == "sei" else None)
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise GenerationError(f"generation.batch_size: {batch_size!r} must be an integer >= 1 or 'auto'")
-    size = int(resolution or generator.native_resolution)
-    settings = generator.settings()
+    size = int(settings.resolution or generator.native_resolution)
     out_dir = Path(out_dir)
     samples = samples.reset_index(drop=True)
     if "vector" not in samples.columns:
         samples = samples.assign(vector=None)
-    expected = [_provenance(r, mode, settings, steps, guidance_scale, eta, negative_prompt, size, size)
-                for r in samples.itertuples(index=False)]
+    made_by = generator.settings()
+    expected = [_provenance(r, settings, made_by, size) for r in samples.itertuples(index=False)]
     paths = [out_dir / image_relpath(r.label, r.class_name, r.sample_id) for r in samples.itertuples(index=False)]
 
     for folder in sorted({p.parent for p in paths}):  # what killed writers left behind
@@ -548,8 +557,7 @@ def generate_shard(samples: pd.DataFrame, sd_path: str | Path, out_dir: str | Pa
             idx = groups[0]
             batch = samples.iloc[idx]
             try:
-                images = generator.generate(batch, mode, steps=steps, guidance_scale=guidance_scale, height=size,
-                                            width=size, negative_prompt=negative_prompt, eta=eta, output_type="np")
+                images = generator.generate(batch, settings, output_type="np")
             except torch.OutOfMemoryError:
                 if batch_size == 1:
                     raise
@@ -599,26 +607,26 @@ def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
 
 
 def regenerate_image(manifest_row: Mapping | pd.Series, samples: pd.DataFrame | np.ndarray | None,
-                     sd_path: str | Path, out_path: str | Path, *, vae_path: str | Path | None = None,
-                     device: str = "auto", exact: bool = True) -> Path:
+                     generator: ImageGenerator, out_path: str | Path, *, exact: bool = True) -> Path:
     """Regenerate one image from its manifest row and write it (PNG with provenance) to out_path.
 
     samples: the samples table (vectors looked up by sample_id; for exact=True it must hold
         every sample of the row's ``batch``), or for a single image the row's vector itself
         ([d_cross] float32) or None in text mode.
+    generator: the models and scheduler the manifest names (same model_id and scheduler):
+        ``ImageGenerator.from_folders(sd, vae, scheduler=scheduler_from_json(row["scheduler"],
+        row["scheduler_config"]), dtype=row["dtype"])``.
     exact: rerun the whole batch the image was generated in, so that on the same hardware
         and software the bytes are identical; False generates the image alone (pixels may
         differ from the original by float summation order: at most one level, on few pixels).
-    The models must be the ones the manifest names (same model_id).
     """
     row = dict(manifest_row)
-    generator = ImageGenerator(sd_path, vae_path, scheduler=scheduler_from_json(row["scheduler"],
-                                                                                  row["scheduler_config"]),
-                               dtype=row["dtype"], device=device)
-    if generator.model_id != row["model_id"]:
-        raise GenerationError(f"models {sd_path} (vae {vae_path}) have model_id {generator.model_id}, but sample "
-                              f"{row['sample_id']} was generated with {row['model_id']}; pass the SD/VAE folders "
-                              "that generated it")
+    made_by = generator.settings()
+    differ = {k: (row[k], made_by[k]) for k in ("model_id", "scheduler") if made_by[k] != row[k]}
+    if differ:
+        raise GenerationError(f"sample {row['sample_id']} was generated with other models or scheduler than the "
+                              f"generator's ((manifest, generator): {differ}); load the generator from the SD/VAE "
+                              "folders that generated it, with the manifest row's scheduler")
     if generator.device.type != row["device"]:
         logger.warning("sample %s was generated on %s, regenerating on %s: pixels may differ slightly",
                        row["sample_id"], row["device"], generator.device.type)
@@ -644,10 +652,10 @@ def regenerate_image(manifest_row: Mapping | pd.Series, samples: pd.DataFrame | 
     if int(mine.seed) != int(row["seed"]) or (mode == "sei" and vector_sha256(mine.vector) != row["vector_sha256"]):
         raise GenerationError(f"sample {row['sample_id']}: seed or vector in the samples table differ from the "
                               "manifest; pass the samples table the manifest was generated from")
-    images = generator.generate(batch, mode, steps=row["steps"], guidance_scale=row["guidance_scale"],
-                                height=row["height"], width=row["width"], negative_prompt=row["negative_prompt"],
-                                eta=row["eta"])
-    provenance = {**_provenance(mine, mode, generator.settings(), row["steps"], row["guidance_scale"], row["eta"],
-                                row["negative_prompt"], row["height"], row["width"]),
-                  "batch": members, "versions": _versions()}
+    settings = GenerationSettings(mode, steps=int(row["steps"]), guidance_scale=float(row["guidance_scale"]),
+                                  resolution=int(row["height"]), negative_prompt=row["negative_prompt"],
+                                  eta=float(row["eta"]))
+    images = generator.generate(batch, settings)
+    provenance = {**_provenance(mine, settings, made_by, settings.resolution), "batch": members,
+                  "versions": _versions()}
     return save_png(images[target], out_path, provenance)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 import sdi  # noqa: F401  (offline mode for the HF libraries)
-from sdi.generation import GenerationError, regenerate_image
+from sdi.generation import GenerationError, ImageGenerator, regenerate_image, scheduler_from_json
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             samples = read_samples(args.samples)
         else:
             samples = manifest  # has every column a text-mode sample needs
-        out = regenerate_image(row, samples, args.sd, args.out, vae_path=args.vae, device=args.device,
-                               exact=not args.alone)
+        scheduler = scheduler_from_json(row["scheduler"], row["scheduler_config"])
+        generator = ImageGenerator.from_folders(args.sd, args.vae, scheduler=scheduler, dtype=row["dtype"],
+                                                device=args.device)
+        out = regenerate_image(row, samples, generator, args.out, exact=not args.alone)
     except (GenerationError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ from sdi.classifier import train_classifier
 from sdi.conditioning import prompt_hidden_states
 from sdi.embeddings import extract_embeddings, read_embeddings, write_embeddings
 from sdi.filtering import filter_generated
-from sdi.generation import ImageGenerator, generate_shard
+from sdi.generation import GenerationSettings, ImageGenerator, generate_shard
 from sdi.models import model_dims, sd_weights_variant
 from sdi.projector import SemanticProjector
 from sdi.random_models import build_fullsize_models
@@ -150,11 +150,11 @@ def test_every_stage_at_full_size(fullsize_models, tmp_path):
     # Generation: 4 images, one batch, 2 DDIM steps, separate VAE; fp32 and bf16.
     manifests = {}
     for dtype, size, rows in (("fp32", RESOLUTION, samples), ("bf16", BF16_RESOLUTION, samples.iloc[:1])):
-        generator = ImageGenerator(sd, vae, dtype=dtype, device=DEVICE)
+        generator = ImageGenerator.from_folders(sd, vae, dtype=dtype, device=DEVICE)
         recorder = _Recorder(generator)
         out = tmp_path / f"generated-{dtype}"
-        manifest = generate_shard(rows, sd, out, vae_path=vae, steps=2, guidance_scale=2.0, resolution=size,
-                                  batch_size=len(rows), generator=generator)
+        settings = GenerationSettings(steps=2, guidance_scale=2.0, resolution=size)
+        manifest = generate_shard(rows, generator, out, settings, batch_size=len(rows))
         expected = torch.float32 if dtype == "fp32" else torch.bfloat16
         assert generator.pipe.unet.dtype == generator.pipe.vae.dtype == generator.pipe.text_encoder.dtype == expected
         assert generator.pipe.safety_checker is None

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from sdi.generation import (
     MANIFEST_COLUMNS,
     METHOD_DDIM,
     GenerationError,
+    GenerationSettings,
     ImageGenerator,
     auto_batch_size,
     generate_shard,
@@ -43,7 +45,7 @@ from sdi.tables import write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 D_CROSS = 32
-FAST = {"steps": 4, "guidance_scale": 2.0, "dtype": "fp32", "device": "cpu"}
+FAST = GenerationSettings(steps=4, guidance_scale=2.0)
 CLASSES = ["digit zero", "digit one", "digit two"]
 
 
@@ -72,7 +74,7 @@ def assert_within_batch_tolerance(a, b):
 @pytest.fixture(scope="module")
 def ddim(tiny_models) -> ImageGenerator:
     """One pipeline for the module, as one per job in the workflow."""
-    return ImageGenerator(tiny_models["sd"], scheduler="ddim", dtype="fp32", device="cpu")
+    return ImageGenerator.from_folders(tiny_models["sd"], scheduler="ddim", dtype="fp32", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def reference(ddim, tmp_path_factory):
     """8 SEI samples generated in batches of 3 (3 + 3 + 2)."""
     samples = make_samples(8)
     out = tmp_path_factory.mktemp("reference")
-    manifest = generate_shard(samples, ddim.sd_path, out, batch_size=3, generator=ddim, **FAST)
+    manifest = generate_shard(samples, ddim, out, FAST, batch_size=3)
     return samples, manifest, out
 
 
@@ -113,7 +115,7 @@ def test_manifest_has_provenance_and_layout(reference, tiny_models, tmp_path):
 
 def test_same_samples_give_identical_bytes(reference, ddim, tmp_path):
     samples, manifest, _ = reference
-    again = generate_shard(samples, ddim.sd_path, tmp_path, batch_size=3, generator=ddim, **FAST)
+    again = generate_shard(samples, ddim, tmp_path, FAST, batch_size=3)
     for a, b in zip(manifest.path, again.path, strict=True):
         assert Path(a).read_bytes() == Path(b).read_bytes()
 
@@ -121,7 +123,7 @@ def test_same_samples_give_identical_bytes(reference, ddim, tmp_path):
 def test_batch_size_does_not_change_images(reference, ddim, tmp_path):
     samples, manifest, _ = reference
     for bs in (1, 8):
-        other = generate_shard(samples, ddim.sd_path, tmp_path / f"bs{bs}", batch_size=bs, generator=ddim, **FAST)
+        other = generate_shard(samples, ddim, tmp_path / f"bs{bs}", FAST, batch_size=bs)
         assert {len(b) for b in other.batch} == {min(bs, 8)}
         for a, b in zip(manifest.path, other.path, strict=True):
             assert_within_batch_tolerance(a, b)
@@ -130,7 +132,7 @@ def test_batch_size_does_not_change_images(reference, ddim, tmp_path):
 def test_two_shards_equal_one(reference, ddim, tmp_path):
     samples, manifest, _ = reference
     parts = [samples.iloc[:3], samples.iloc[3:]]  # cut at a batch boundary of the reference
-    together = pd.concat([generate_shard(p, ddim.sd_path, tmp_path, batch_size=3, generator=ddim, **FAST)
+    together = pd.concat([generate_shard(p, ddim, tmp_path, FAST, batch_size=3)
                           for p in parts], ignore_index=True)
     assert together.drop(columns="path").astype(str).equals(manifest.drop(columns="path").astype(str))
     for a, b in zip(manifest.path, together.path, strict=True):
@@ -139,7 +141,7 @@ def test_two_shards_equal_one(reference, ddim, tmp_path):
 
 def test_resume_regenerates_only_missing_and_corrupt(ddim, tmp_path):
     samples = make_samples(6)
-    first = generate_shard(samples, ddim.sd_path, tmp_path, batch_size=2, generator=ddim, **FAST)
+    first = generate_shard(samples, ddim, tmp_path, FAST, batch_size=2)
     paths = [Path(p) for p in first.path]
     original = [p.read_bytes() for p in paths]
     paths[2].unlink()
@@ -147,13 +149,13 @@ def test_resume_regenerates_only_missing_and_corrupt(ddim, tmp_path):
     past = 1_000_000_000
     for p in paths[:2] + paths[4:]:
         os.utime(p, ns=(past, past))
-    second = generate_shard(samples, ddim.sd_path, tmp_path, batch_size=2, generator=ddim, **FAST)
+    second = generate_shard(samples, ddim, tmp_path, FAST, batch_size=2)
     assert [p.stat().st_mtime_ns == past for p in paths] == [True, True, False, False, True, True]
     assert [p.read_bytes() for p in paths] == original  # 2 and 3 formed one batch in both runs
     assert second.astype(str).equals(first.astype(str))
 
     # Changed settings: the stored provenance no longer matches, every image is redone.
-    third = generate_shard(samples, ddim.sd_path, tmp_path, batch_size=2, generator=ddim, **{**FAST, "steps": 3})
+    third = generate_shard(samples, ddim, tmp_path, replace(FAST, steps=3), batch_size=2)
     assert all(p.stat().st_mtime_ns != past for p in paths)
     assert set(third.steps) == {3} and all(read_provenance(p)["steps"] == 3 for p in paths)
 
@@ -161,42 +163,43 @@ def test_resume_regenerates_only_missing_and_corrupt(ddim, tmp_path):
 def test_text_mode(reference, ddim, tmp_path):
     ref_samples, ref_manifest, _ = reference
     samples = make_samples(3, vectors=False)
-    manifest = generate_shard(samples, ddim.sd_path, tmp_path, mode="text", batch_size=3, generator=ddim, **FAST)
+    manifest = generate_shard(samples, ddim, tmp_path, replace(FAST, mode="text"), batch_size=3)
     assert manifest.prompt.tolist() == [f"a photo of a {c}" for c in CLASSES]
     assert set(manifest["mode"]) == {"text"} and set(manifest.vector_sha256) == {""}
     # Same seeds as the SEI reference, other conditioning: other images.
     assert np.abs(pixels(manifest.path[0]) - pixels(ref_manifest.path[0])).mean() > 1
     # Regenerating a text image needs no vectors (the manifest can serve as the samples table).
-    out = regenerate_image(manifest.iloc[1], manifest, ddim.sd_path, tmp_path / "again.png", device="cpu")
+    out = regenerate_image(manifest.iloc[1], manifest, ddim, tmp_path / "again.png")
     assert out.read_bytes() == Path(manifest.path[1]).read_bytes()
 
 
-def test_regenerate_one_image_from_manifest(reference, tiny_models, tmp_path):
+def test_regenerate_one_image_from_manifest(reference, ddim, tmp_path):
     samples, manifest, _ = reference
     row = manifest.iloc[4]
-    out = regenerate_image(row, samples, tiny_models["sd"], tmp_path / "exact.png", device="cpu")
+    out = regenerate_image(row, samples, ddim, tmp_path / "exact.png")
     assert out.read_bytes() == Path(row.path).read_bytes()
     # Alone, from its vector only: within the batch tolerance.
-    alone = regenerate_image(row, samples.vector[4], tiny_models["sd"], tmp_path / "alone.png", device="cpu",
-                             exact=False)
+    alone = regenerate_image(row, samples.vector[4], ddim, tmp_path / "alone.png", exact=False)
     assert_within_batch_tolerance(alone, row.path)
     with pytest.raises(GenerationError, match="batch of 3"):
-        regenerate_image(row, samples.vector[4], tiny_models["sd"], tmp_path / "x.png", device="cpu")
+        regenerate_image(row, samples.vector[4], ddim, tmp_path / "x.png")
     with pytest.raises(GenerationError, match="seed or vector"):
-        regenerate_image(row, samples.assign(seed=samples.seed + 1), tiny_models["sd"], tmp_path / "x.png",
-                         device="cpu")
+        regenerate_image(row, samples.assign(seed=samples.seed + 1), ddim, tmp_path / "x.png")
 
 
-def test_dpm_solver_selectable(reference, tiny_models, tmp_path):
+def test_dpm_solver_selectable(reference, ddim, tiny_models, tmp_path):
     samples, ref_manifest, _ = reference
     samples = samples.iloc[:3]
-    manifest = generate_shard(samples, tiny_models["sd"], tmp_path, scheduler="DPMSolverMultistepScheduler",
-                              batch_size=3, **FAST)
+    dpm = ImageGenerator.from_folders(tiny_models["sd"], scheduler="DPMSolverMultistepScheduler", dtype="fp32",
+                                      device="cpu")
+    manifest = generate_shard(samples, dpm, tmp_path, FAST, batch_size=3)
     assert set(manifest.scheduler) == {"DPMSolverMultistepScheduler"}
     assert json.loads(manifest.scheduler_config[0])["algorithm_type"] == "dpmsolver++"
     assert np.abs(pixels(manifest.path[0]) - pixels(ref_manifest.path[0])).mean() > 0.5
-    out = regenerate_image(manifest.iloc[0], samples, tiny_models["sd"], tmp_path / "again.png", device="cpu")
+    out = regenerate_image(manifest.iloc[0], samples, dpm, tmp_path / "again.png")
     assert out.read_bytes() == Path(manifest.path[0]).read_bytes()
+    with pytest.raises(GenerationError, match=r"other models or scheduler.*DPMSolverMultistepScheduler"):
+        regenerate_image(manifest.iloc[0], samples, ddim, tmp_path / "x.png")
 
 
 def test_make_scheduler(tiny_models):
@@ -211,14 +214,14 @@ def test_make_scheduler(tiny_models):
 
 def test_bad_samples_are_refused(ddim, tmp_path):
     with pytest.raises(GenerationError, match="has no vector"):
-        generate_shard(make_samples(2, vectors=False), ddim.sd_path, tmp_path, generator=ddim, **FAST)
+        generate_shard(make_samples(2, vectors=False), ddim, tmp_path, FAST)
     short = make_samples(2).assign(vector=[np.zeros(5, np.float32)] * 2)
     with pytest.raises(GenerationError, match=r"\(32,\)"):
-        generate_shard(short, ddim.sd_path, tmp_path, generator=ddim, **FAST)
+        generate_shard(short, ddim, tmp_path, FAST)
     with pytest.raises(GenerationError, match="missing column"):
-        generate_shard(make_samples(2).drop(columns="seed"), ddim.sd_path, tmp_path, generator=ddim, **FAST)
+        generate_shard(make_samples(2).drop(columns="seed"), ddim, tmp_path, FAST)
     assert not (tmp_path / "images").exists()
-    empty = generate_shard(make_samples(2).iloc[:0], ddim.sd_path, tmp_path, generator=ddim, **FAST)
+    empty = generate_shard(make_samples(2).iloc[:0], ddim, tmp_path, FAST)
     assert empty.empty and list(empty.columns) == MANIFEST_COLUMNS
 
 
@@ -246,14 +249,14 @@ def test_auto_batch_size_and_output_arrays(reference, ddim, tmp_path):
     samples, manifest, _ = reference
     assert auto_batch_size(torch.device("cpu"), torch.float32, 512, 512) == AUTO_BATCH_CPU
     # The engine's float output, converted off the critical path, is the pipeline's own PIL image.
-    arrays = ddim.generate(samples.iloc[:3], steps=4, guidance_scale=2.0, output_type="np")
-    images = ddim.generate(samples.iloc[:3], steps=4, guidance_scale=2.0)
+    arrays = ddim.generate(samples.iloc[:3], FAST, output_type="np")
+    images = ddim.generate(samples.iloc[:3], FAST)
     assert arrays.shape == (3, 64, 64, 3) and arrays.dtype == np.float32
     assert all(np.array_equal(np.asarray(to_pil(a)), np.asarray(i)) for a, i in zip(arrays, images, strict=True))
     # 'auto' (16 on CPU) puts the 8 samples in one batch.
-    auto = generate_shard(samples, ddim.sd_path, tmp_path, batch_size="auto", generator=ddim, **FAST)
+    auto = generate_shard(samples, ddim, tmp_path, FAST, batch_size="auto")
     assert {len(b) for b in auto.batch} == {8}
     for a, b in zip(manifest.path, auto.path, strict=True):
         assert_within_batch_tolerance(a, b)
     with pytest.raises(GenerationError, match="generation.batch_size"):
-        generate_shard(samples, ddim.sd_path, tmp_path, batch_size="many", generator=ddim, **FAST)
+        generate_shard(samples, ddim, tmp_path, FAST, batch_size="many")

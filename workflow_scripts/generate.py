@@ -1,6 +1,6 @@
 from sdi.config import execution_settings
 from sdi.faults import kill_point
-from sdi.generation import generate_shard, write_manifest
+from sdi.generation import GenerationSettings, ImageGenerator, generate_shard, write_manifest
 from sdi.sampling import read_samples
 from sdi.tracking import TrackingConfig, image_grid, log_image
 from sdi.workflow import logged
@@ -10,8 +10,12 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=
     p = snakemake.params  # noqa: F821
     samples = read_samples(snakemake.input.samples, shard=p.shard)  # noqa: F821
     log.info("shard %d: %d samples, mode %s, images under %s/images", p.shard, len(samples), p.mode, p.out_dir)
-    manifest = generate_shard(samples, p.models["sd"], p.out_dir, vae_path=p.models["vae"], mode=p.mode,
-                              **execution, **p.options)
+    options = dict(p.options)  # steps, guidance_scale, resolution; scheduler and dtype are the generator's
+    generator = ImageGenerator.from_folders(p.models["sd"], p.models["vae"], scheduler=options.pop("scheduler"),
+                                            dtype=options.pop("dtype"), device=execution["device"],
+                                            compile=execution["compile"])
+    manifest = generate_shard(samples, generator, p.out_dir, GenerationSettings(mode=p.mode, **options),
+                              batch_size=execution["batch_size"])
     # A preview for TensorBoard (config.tracking, read at run time): <out_dir>/tensorboard/, one event file per shard.
     log_image(p.out_dir, TrackingConfig.from_config(snakemake.config), f"generation/shard{p.shard}",  # noqa: F821
               image_grid(manifest.path[:32]), run_name=p.out_dir, job=f"generate-shard{p.shard}")
