@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 import sdi  # noqa: E402,F401  (offline mode for the HF libraries)
 from sdi import NEGATIVE_PROMPT  # noqa: E402
-from sdi.generation import ImageGenerator, generate_shard  # noqa: E402
+from sdi.generation import GenerationSettings, ImageGenerator, generate_shard  # noqa: E402
 from sdi.models import resolve_device  # noqa: E402
 
 # One UNet forward of SD v1.5 on one 64x64 latent (512x512 image) with 77 text tokens, and one
@@ -86,8 +86,8 @@ def engine(gen: ImageGenerator, samples: pd.DataFrame, out: Path, steps: int, gu
            batch_size: int) -> float:
     """generate_shard (batched, PNG writer threads, manifest); returns seconds."""
     start = time.perf_counter()
-    generate_shard(samples, gen.sd_path, out, steps=steps, guidance_scale=guidance, resolution=size,
-                   batch_size=batch_size, generator=gen)
+    generate_shard(samples, gen, out, GenerationSettings(steps=steps, guidance_scale=guidance, resolution=size),
+                   batch_size=batch_size)
     return time.perf_counter() - start
 
 
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
             from sdi.tiny_models import build_tiny_sd
 
             sd = build_tiny_sd(tmp / "tiny-sd")
-        gen = ImageGenerator(sd, scheduler="ddim", dtype=args.dtype, device=str(device), compile=args.compile)
+        gen = ImageGenerator.from_folders(sd, scheduler="ddim", dtype=args.dtype, device=str(device),
+                                          compile=args.compile)
         size = gen.native_resolution
         batch_size = gen.auto_batch_size(size, size) if args.batch_size == "auto" else int(args.batch_size)
         rounds = max(1, args.rounds)

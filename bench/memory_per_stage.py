@@ -131,10 +131,6 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
         else:
             extract_embeddings(table.iloc[:units], projector, clip, batch_size=batch, device=args.device)
     elif stage in ("generate-load", "generate"):
-        from sdi.generation import ImageGenerator, generate_shard
-
-        generator = ImageGenerator(sd, vae, dtype="fp16", device=args.device)
-        dtype = generator.dtype_name
         if stage == "generate-load":
             from sdi.models import load_sd_pipeline
 
@@ -142,11 +138,15 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
             _touch(pipe.unet, pipe.vae, pipe.text_encoder)
             dtype = "fp16"
         else:
+            from sdi.generation import GenerationSettings, ImageGenerator, generate_shard
+
+            generator = ImageGenerator.from_folders(sd, vae, dtype="fp16", device=args.device)
+            dtype = generator.dtype_name
             rng = np.random.default_rng(0)
             vectors = rng.normal(size=(batch, generator.d_cross)).astype(np.float32)
             samples = table.iloc[:batch].assign(sample_index=range(batch), seed=range(batch), vector=list(vectors))
-            generate_shard(samples, sd, work / f"generated-{batch}", vae_path=vae, steps=args.steps,
-                           resolution=args.resolution, batch_size=batch, generator=generator)
+            generate_shard(samples, generator, work / f"generated-{batch}",
+                           GenerationSettings(steps=args.steps, resolution=args.resolution), batch_size=batch)
     elif stage in ("filter-load", "filter"):
         from sdi.filtering import filter_generated
         from sdi.models import load_clip
