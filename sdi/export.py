@@ -41,7 +41,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sdi.tables import atomic_write
+from sdi.tables import atomic_dir, atomic_write
 from sdi.training_set import method_training_set
 
 logger = logging.getLogger(__name__)
@@ -182,50 +181,12 @@ def _link(src: Path, dst: Path) -> str:
     return "copy"
 
 
-def _temp_name(out_dir: Path, kind: str) -> Path:
-    host = socket.gethostname().replace(".", "_") or "localhost"
-    return out_dir.with_name(f".{out_dir.name}.{host}-{os.getpid()}.{kind}")
-
-
-def _remove_stale(out_dir: Path) -> None:
-    """Temporary siblings of out_dir that killed exports of this host left behind."""
-    host = socket.gethostname().replace(".", "_") or "localhost"
-    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.{re.escape(host)}-(\d+)\.(tmp|old)$")
-    if not out_dir.parent.is_dir():
-        return
-    for entry in out_dir.parent.iterdir():
-        m = pattern.match(entry.name)
-        if m and (int(m[1]) == os.getpid() or not _alive(int(m[1]))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _check_destination(out_dir: Path) -> None:
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise ExportError(f"{out_dir}: exists and is not a folder; remove it or choose another export folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
         raise ExportError(f"{out_dir}: a non-empty folder without {MARKER}, so not an sdi export; it is left as it "
                           "is: move it away or choose another export folder")
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Replace out_dir by the finished tmp folder: two renames, so out_dir is never a mix of both."""
-    old = None
-    if out_dir.exists():
-        old = _temp_name(out_dir, "old")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _write_webdataset(table: pd.DataFrame, folder: Path, shard_size: int) -> dict[str, list[str]]:
@@ -375,11 +336,7 @@ def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_di
 
     from tqdm import tqdm
 
-    _remove_stale(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(out_dir, "tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir) as tmp:  # replaced whole (module docstring)
         links = []
         for row in tqdm(table.itertuples(index=False), total=len(table), desc="exporting", unit="file",
                         mininterval=2):
@@ -411,9 +368,6 @@ def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_di
         atomic_write(tmp / "README.md", lambda p: p.write_text(_readme(f"{dataset}/{method}".strip("/") or "export",
                                                                        counts, info)))
         atomic_write(tmp / MARKER, lambda p: p.write_text(json.dumps(info, indent=2, default=str) + "\n"))
-        _swap_in(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - t_start
     n = table.groupby(["split", "source"]).size().to_dict()
     logger.info("exported %d files in %.1f s (%.0f files/s): train %d real + %d synthetic, val %d, test %d; %s%s "

@@ -8,8 +8,6 @@ dataset.
 
 from __future__ import annotations
 
-import os
-import shutil
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +17,7 @@ from PIL import Image
 
 from sdi._lazy import lazy_import
 from sdi.datasets import SUBSETS, DatasetError, _finish, _require_images, _sibling_key
+from sdi.tables import atomic_dir
 
 np = lazy_import("numpy")  # loaded on first use: planning imports this module
 pd = lazy_import("pandas")
@@ -147,32 +146,25 @@ def write_medmnist_images(npz: str | Path, out_dir: str | Path, flag: str, size:
         if len(labels) > 2 or (len(labels) == 2 and labels[1] != 1) or labels[0] != images[0]:
             raise DatasetError(f"{npz}: {subset}_labels has shape {labels} for {images[0]} images; expected "
                                f"{images[0]} x 1 (one class per image)")
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     rows = []
-    try:
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            for subset in SUBSETS:
-                labels = np.concatenate([b.reshape(len(b), -1)[:, 0] for b in _iter_rows(npz, f"{subset}_labels")])
-                bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
-                if len(bad):
-                    raise DatasetError(f"{npz}: {subset}_labels must be 0..{len(classes) - 1} ({flag} has "
-                                       f"{len(classes)} classes); image {bad[0]} has {labels[bad[0]]}")
-                (tmp / subset).mkdir(parents=True)
-                width = max(6, len(str(len(labels))))
-                start = 0
-                for block in _iter_rows(npz, f"{subset}_images"):
-                    names = [f"{subset}/{i:0{width}d}.png" for i in range(start, start + len(block))]
-                    list(pool.map(lambda a, n: Image.fromarray(a.squeeze()).save(tmp / n), block, names))
-                    rows += [{"image_id": n.removesuffix(".png"), "path": n, "label": int(labels[start + j]),
-                              "subset": subset} for j, n in enumerate(names)]
-                    start += len(block)
+    with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(max(1, threads)) as pool:
+        for subset in SUBSETS:
+            labels = np.concatenate([b.reshape(len(b), -1)[:, 0] for b in _iter_rows(npz, f"{subset}_labels")])
+            bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
+            if len(bad):
+                raise DatasetError(f"{npz}: {subset}_labels must be 0..{len(classes) - 1} ({flag} has "
+                                   f"{len(classes)} classes); image {bad[0]} has {labels[bad[0]]}")
+            (tmp / subset).mkdir(parents=True)
+            width = max(6, len(str(len(labels))))
+            start = 0
+            for block in _iter_rows(npz, f"{subset}_images"):
+                names = [f"{subset}/{i:0{width}d}.png" for i in range(start, start + len(block))]
+                list(pool.map(lambda a, n: Image.fromarray(a.squeeze()).save(tmp / n), block, names))
+                rows += [{"image_id": n.removesuffix(".png"), "path": n, "label": int(labels[start + j]),
+                          "subset": subset} for j, n in enumerate(names)]
+                start += len(block)
         index = pd.DataFrame(rows, columns=["image_id", "path", "label", "subset"])
         index.to_csv(tmp / INDEX, index=False)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return index
 
 
