@@ -48,7 +48,7 @@ MODELS = model_paths(config)
 # so does a models.filter_clip entry whose files are missing or cut short.
 _misfits = projector_fit_errors(
     MODELS, {d: f"results/{d}/projector/final" for d in DATASETS}
-) + [f"config.{e}" for e in filter_clip_errors(config["models"].get("filter_clip"))]
+) + [f"config.{e}" for e in filter_clip_errors(config["models"]["filter_clip"])]
 if _misfits:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_misfits))
 
@@ -136,7 +136,7 @@ def medmnist_npz(wildcards):
         return npz_path(
             entry["root"],
             entry["flag"],
-            entry.get("size", 28),
+            entry["size"],
             f"config.datasets.{wildcards.dataset}.root",
         )
     except DatasetError as exc:

@@ -49,7 +49,7 @@ rule medmnist_images:
         ),
     params:
         flag=lambda w: dataset_entry(w)["flag"],
-        size=lambda w: dataset_entry(w).get("size", 28),
+        size=lambda w: dataset_entry(w)["size"],
     threads: job_threads("medmnist_images")
     resources:
         **job_placement("medmnist_images"),

@@ -14,7 +14,7 @@ rule filter:
         "benchmarks/{dataset}/{other_variant}/filter.tsv"
     params:
         models=MODELS,
-        filter_clip=config["models"].get("filter_clip"),
+        filter_clip=config["models"]["filter_clip"],
         keep_ratio=lambda w: variant_settings(config, filtered_variant(w))["keep_ratio"],
         score=lambda w: variant_settings(config, filtered_variant(w))["score"],
         dtype=config["generation"]["dtype"],

@@ -37,7 +37,7 @@ rule diagnostics:
         "benchmarks/{dataset}/{variant}/diagnostics.tsv"
     params:
         out_dir="results/{dataset}/diagnostics/{variant}",
-        filter_clip=config["models"].get("filter_clip"),
+        filter_clip=config["models"]["filter_clip"],
         models=MODELS,
         options=without_execution("diagnostics", config["diagnostics"]),
     threads: job_threads("diagnostics")
