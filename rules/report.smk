@@ -2,6 +2,14 @@
 # table over datasets x methods x seeds. Figures are marked for `snakemake --report`.
 
 
+# Figures and the summary table take seconds and little memory: on a cluster they run on
+# the submit host instead of waiting in the queue.
+localrules:
+    report_filter_figures,
+    training_curves,
+    summary,
+
+
 rule diagnostics:
     input:
         unpack(lambda w: model_input("clip")),

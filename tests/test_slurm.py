@@ -1,7 +1,8 @@
 """The demo workflow through profiles/slurm on a real single-node SLURM (Debian's packages,
-brought up on localhost by slurm_cluster.LocalSlurm): every job goes through sbatch, GPU
-rules are given a GPU and CPU rules are not, a failing job is resubmitted with more memory,
-and the artifacts are those of a local run (split manifests byte for byte)."""
+brought up on localhost by slurm_cluster.LocalSlurm): every job but the localrules (figures and
+the summary) goes through sbatch, GPU rules are given a GPU and CPU rules are not, a failing job
+is resubmitted with more memory, and the artifacts are those of a local run (split manifests
+byte for byte)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.workflow
 
 GPU_RULES = {"train_projector", "embeddings", "generate", "filter_default", "filter", "train_classifier",
              "diagnostics"}
-CPU_RULES = {"demo_dataset", "tiny_models", "split", "sample", "report_filter_figures", "training_curves", "summary"}
+CPU_RULES = {"demo_dataset", "tiny_models", "split", "sample"}
+LOCAL_RULES = {"report_filter_figures", "training_curves", "summary"}  # localrules: run on the submit host
 # Every rule that takes its size from config.resources (the schema lists them).
 SIZED_RULES = list(yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
                    ["properties"]["resources"]["properties"])
@@ -92,6 +94,9 @@ def test_jobs_went_through_slurm(slurm_run, slurm):
     job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     logs = _slurm_logs(workflow)
     assert CPU_RULES | GPU_RULES | {"flaky"} <= set(logs), sorted(logs)
+    assert not LOCAL_RULES & set(logs), sorted(logs)
+    for rule in LOCAL_RULES:
+        assert re.search(rf"^localrule {rule}:", output, re.M), f"{rule} did not run on the submit host"
     logged_ids = {p.stem for paths in logs.values() for p in paths}
     assert set(job_ids) == logged_ids and len(job_ids) >= 16
     for rule, paths in logs.items():
