@@ -5,10 +5,10 @@ from sdi.sampling import read_samples
 from sdi.tracking import TrackingConfig, image_grid, log_image
 from sdi.workflow import logged
 
-execution = execution_settings(snakemake.config, "generation")  # noqa: F821
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:  # noqa: F821
-    p = snakemake.params  # noqa: F821
-    samples = read_samples(snakemake.input.samples, shard=p.shard)  # noqa: F821
+execution = execution_settings(snakemake.config, "generation")
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
+    p = snakemake.params
+    samples = read_samples(snakemake.input.samples, shard=p.shard)
     log.info("shard %d: %d samples, mode %s, images under %s/images", p.shard, len(samples), p.mode, p.out_dir)
     options = dict(p.options)  # steps, guidance_scale, resolution; scheduler and dtype are the generator's
     generator = ImageGenerator.from_folders(p.models["sd"], p.models["vae"], scheduler=options.pop("scheduler"),
@@ -17,8 +17,8 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=
     manifest = generate_shard(samples, generator, p.out_dir, GenerationSettings(mode=p.mode, **options),
                               batch_size=execution["batch_size"])
     # A preview for TensorBoard (config.tracking, read at run time): <out_dir>/tensorboard/, one event file per shard.
-    log_image(p.out_dir, TrackingConfig.from_config(snakemake.config), f"generation/shard{p.shard}",  # noqa: F821
+    log_image(p.out_dir, TrackingConfig.from_config(snakemake.config), f"generation/shard{p.shard}",
               image_grid(manifest.path[:32]), run_name=p.out_dir, job=f"generate-shard{p.shard}")
-    write_manifest(manifest, snakemake.output[0])  # noqa: F821
+    write_manifest(manifest, snakemake.output[0])
     kill_point("after_manifest")
-    log.info("wrote %s (%d images)", snakemake.output[0], len(manifest))  # noqa: F821
+    log.info("wrote %s (%d images)", snakemake.output[0], len(manifest))
