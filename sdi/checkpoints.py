@@ -29,6 +29,14 @@ def _text_tensor(text: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global random streams (so a checkpoint's :func:`rng_state`
+    depends on the seed only, not on the process that wrote it)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict:
     """This process's random streams (torch, CUDA, numpy, python) as JSON-able data."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

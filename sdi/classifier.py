@@ -309,13 +309,6 @@ def build_train_loader(dataset: ManifestDataset, batch_size: int, seed: int, gen
                       **loader_kw)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's global random streams."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------- model
 def build_model(num_classes: int) -> nn.Module:
     """torchvision ResNet50 with random weights (``weights=None``) and a ``num_classes``-way head."""
@@ -577,7 +570,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                        batch_size, world, max(1, batch_size // world) * world)
     loader_kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "worker_init_fn": _seed_worker}
     generator = torch.Generator()
-    seed_everything(seed)
+    checkpoints.seed_everything(seed)
     train_loader = build_train_loader(data.train, batch_size, seed, generator, **loader_kw)
     # Evaluation draws no random numbers, but a DataLoader iterator takes a seed from its generator
     # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
@@ -591,7 +584,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
             sync = sorted({type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)})
             n_sync = sum(isinstance(m, distributed.SYNC_BATCHNORM) for m in model.modules())
             logger.info("%s over %d processes, %d %s layers", type(model).__name__, world, n_sync, ", ".join(sync))
-        seed_everything(int(np.random.SeedSequence([seed, rank, 1]).generate_state(1)[0]))
+        checkpoints.seed_everything(int(np.random.SeedSequence([seed, rank, 1]).generate_state(1)[0]))
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)

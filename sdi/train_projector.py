@@ -365,7 +365,7 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
     if checkpoint is not None:
         projector = _checkpoint_projector(checkpoint)
     else:
-        torch.manual_seed(seed)
+        checkpoints.seed_everything(seed)
         projector = SemanticProjector(dims.d_clip, dims.d_cross, hidden_dim)
     projector = projector.to(dev)
     bare = projector
