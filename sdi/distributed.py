@@ -170,12 +170,14 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device | str = "cuda"
 def launch(module: str, job: dict, world: int) -> None:
     """Run the training job ``job`` (JSON-able) of ``module`` in ``world`` processes.
 
-    ``module`` has ``run_job(job)`` (one process's work) and ``main()`` (its torchrun entry
-    point: ``python -m <module> <job JSON>``). One process: ``run_job(job)`` here. Several:
+    ``module`` has ``run_job(job)`` (one process's work) and, as torchrun's entry point
+    (``python -m <module> '<job JSON>'``), runs it through :func:`main_of`. One process:
+    ``run_job(job)`` here, on the job as JSON gives it back (as the processes see it). Several:
     ``torchrun --standalone`` on this machine, with this process's CPU threads shared out
     between them; their output (each log line prefixed ``[rank r/W]``) goes to this process's
     stderr, so into the rule's log. A failing process stops the others and raises here.
     """
+    job = json.loads(json.dumps(job))  # what torchrun's processes get, also in one process
     if world == 1:
         importlib.import_module(module).run_job(job)
         return
