@@ -23,6 +23,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -182,15 +183,17 @@ def launch(module: str, job: dict, world: int) -> None:
         importlib.import_module(module).run_job(job)
         return
     threads = max(1, torch.get_num_threads() // world)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
-               "-m", module, json.dumps(job)]
-    logger.info("starting %d training processes with torchrun (%d CPU thread(s) each): %s", world, threads,
-                " ".join(command[:-1] + ["<job>"]))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "LOGLEVEL": "WARNING"}
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:
-        for line in proc.stdout:
-            sys.stderr.write(line)
+    # torchrun's own folder (per-rank error files) is temporary: left alone it would stay in /tmp
+    with tempfile.TemporaryDirectory(prefix="sdi-torchrun-") as log_dir:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
+                   f"--log-dir={log_dir}", "-m", module, json.dumps(job)]
+        logger.info("starting %d training processes with torchrun (%d CPU thread(s) each): %s", world, threads,
+                    " ".join(command[:-1] + ["<job>"]))
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              bufsize=1) as proc:
+            for line in proc.stdout:
+                sys.stderr.write(line)
     if proc.returncode != 0:
         raise RuntimeError(f"{module}: {world} training processes (torchrun) failed with exit code "
                            f"{proc.returncode}; the lines above show which rank failed and why")

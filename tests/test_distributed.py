@@ -77,8 +77,9 @@ def test_sync_batchnorm_on_cpu_equals_batchnorm_on_the_global_batch(tmp_path):
     torch.save(weight, tmp_path / "weight.pt")
     (tmp_path / "step.py").write_text(SYNC_BN_STEP)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                    str(tmp_path / "step.py"), str(tmp_path / "batch.pt"), str(tmp_path / "weight.pt"),
-                    str(tmp_path / "out.pt")], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=REPO)
+                    f"--log-dir={tmp_path / 'torchrun'}", str(tmp_path / "step.py"), str(tmp_path / "batch.pt"),
+                    str(tmp_path / "weight.pt"), str(tmp_path / "out.pt")],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=REPO)
     result = torch.load(tmp_path / "out.pt")
     assert result["type"] == "CPUSyncBatchNorm"
 
