@@ -41,10 +41,16 @@ def _workflow(root: Path) -> Path:
     return workflow
 
 
+def _env(**extra: str) -> dict[str, str]:
+    """This environment with the network guard (as conftest.run_snakemake sets it) and extra."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), env.get("PYTHONPATH")]))
+    return env
+
+
 def _killed_run(workflow: Path, point: str, nth: int, log: Path) -> None:
     """Run Snakemake in a session of its own with SDI_KILL_AT; it must die by SIGKILL at the point."""
-    env = dict(os.environ, SDI_KILL_AT=f"{point}:{nth}")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), env.get("PYTHONPATH")]))
+    env = _env(SDI_KILL_AT=f"{point}:{nth}")
     with log.open("w") as out:
         proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", TARGET], cwd=workflow, env=env,
                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True, timeout=600)
@@ -63,8 +69,12 @@ def _temp_files(root: Path) -> list[Path]:
 
 @pytest.mark.workflow
 def test_killed_run_resumes_byte_identical(tmp_path):
+    # the uninterrupted run goes on beside the killed ones (each uses one core)
     reference = _workflow(tmp_path / "reference")
-    run_snakemake(reference, "--cores", "1", TARGET)
+    reference_log = tmp_path / "reference.log"
+    with reference_log.open("w") as out:
+        uninterrupted = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", TARGET], cwd=reference,
+                                         env=_env(), stdout=out, stderr=subprocess.STDOUT)
 
     workflow = _workflow(tmp_path / "killed")
     results = workflow / "results" / "demo"
@@ -84,6 +94,7 @@ def test_killed_run_resumes_byte_identical(tmp_path):
     assert "IncompleteFilesException" not in proc.stdout + proc.stderr
 
     assert _temp_files(workflow / "results") == []
+    assert uninterrupted.wait(timeout=900) == 0, reference_log.read_text()[-4000:]
     expected, got = _digests(reference / "results"), _digests(workflow / "results")
     assert sorted(got) == sorted(expected)
     differ = [name for name in expected if got[name] != expected[name]]
