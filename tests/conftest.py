@@ -3,10 +3,13 @@ models and a tiny digits dataset, each built once per session with the real code
 
 from __future__ import annotations
 
+import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import sdi  # noqa: F401  (offline mode for the HF libraries)
 
@@ -58,13 +61,30 @@ def digits_split(tmp_path_factory) -> dict:
     return make_split(read_cub(root), val_fraction=0.34, seed=0)
 
 
+# Every rule that takes its size from config.resources (the schema lists them).
+SIZED_RULES = list(yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+                   ["properties"]["resources"]["properties"])
+# One thread per job: the small test workflows' jobs are import- and load-bound, so on a 2-core
+# machine two of them run at once instead of one job holding both cores (schema defaults: 4-8).
+ONE_THREAD_JOBS = {rule: {"cpus": 1} for rule in SIZED_RULES}
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory) -> Iterator[Path]:
+    """A folder for a module's shared run, removed after the module when none of its tests
+    failed. tmp_path_retention_policy = "failed" (pyproject) does this for tmp_path only, and
+    a module's workflow run holds up to 2 GB (ResNet50 checkpoints) until the session ends."""
+    failed = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+    yield path
+    if request.session.testsfailed == failed:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config", "envs", "profiles", "report")
 
 
 def copy_workflow(dest: Path) -> Path:
     """Copy the workflow (not results) into dest, as a user's checkout would look."""
-    import shutil
-
     dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         src = REPO / name

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import test_workflow_demo as demo
-from conftest import REPO, copy_workflow, run_snakemake
+from conftest import ONE_THREAD_JOBS, REPO, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -25,7 +25,7 @@ SMALL = {
     "demo_data": {"train_per_class": 5, "test_per_class": 2, "image_size": 32, "seed": 0},
     "projector": {"epochs": 1, "batch_size": 8, "checkpoint_every": 1},
     "samplers": {"gauss": {"method": "gauss", "expansion": 2}, "text": {"method": "text", "expansion": 1}},
-    "generation": {"shards": 1, "steps": 2, "batch_size": 8},  # jobs run one at a time on 2 cores: one shard
+    "generation": {"shards": 1, "steps": 2, "batch_size": 8},
     "classifier": {"epochs": 1, "batch_size": 16, "resize": 36, "crop": 32, "num_workers": 0},
     "experiments": {"seeds": [0], "methods": {
         "real": {},
@@ -34,13 +34,14 @@ SMALL = {
         "sdi-3x": {"variant": "gauss-g2.0", "pool": "generated", "multiples": 3, "real_copies": 1},
     }},
     "export": {"webdataset": True, "shard_size": 16},
+    "resources": ONE_THREAD_JOBS,
 }
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}  # export folder -> Hugging Face split
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    workflow = copy_workflow(tmp_path_factory.mktemp("export") / "wf")
+def run(module_tmp) -> Path:
+    workflow = copy_workflow(module_tmp / "wf")
     demo._write_config(workflow, **SMALL)
     run_snakemake(workflow, "--cores", "2", "results/demo/export/sdi", "results/demo/classifier/sdi/seed0/metrics.json")
     return workflow

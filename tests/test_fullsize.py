@@ -48,14 +48,14 @@ CLASSES = ["red square", "blue disc"]
 PROJECTOR_PARAMETERS = 1_574_656  # 768 x 1024 + 1024 + 1024 x 768 + 768
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fullsize_models(tmp_path_factory) -> dict[str, Path]:
-    """{'sd', 'vae', 'clip'}: full-size random models, built once per session (about 4 GB)."""
+    """{'sd', 'vae', 'clip'}: full-size random models, built once for this module (about 4 GB)."""
     root = tmp_path_factory.mktemp("fullsize")
     models = build_fullsize_models(root, sd_precisions=("fp16",), device=DEVICE)
     gc.collect()
     yield models
-    shutil.rmtree(root)  # pytest keeps the last 3 sessions' tmp folders: not 4 GB each
+    shutil.rmtree(root)  # 4 GB: gone after the module, whatever the outcome (the models are random)
 
 
 def _free() -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import test_workflow_demo as demo
-from conftest import REPO, copy_workflow, run_snakemake
+from conftest import SIZED_RULES, copy_workflow, run_snakemake
 from slurm_cluster import MIN_JOB_AGE, PARTITION, LocalSlurm, unavailable_reason
 
 pytestmark = pytest.mark.workflow
@@ -22,9 +22,6 @@ GPU_RULES = {"train_projector", "embeddings", "generate", "filter_default", "fil
              "diagnostics"}
 CPU_RULES = {"demo_dataset", "tiny_models", "split", "sample"}
 LOCAL_RULES = {"report_filter_figures", "training_curves", "summary"}  # localrules: run on the submit host
-# Every rule that takes its size from config.resources (the schema lists them).
-SIZED_RULES = list(yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-                   ["properties"]["resources"]["properties"])
 INIT_SECONDS = 2  # plugin's first status check; MinJobAge must be >= 3x this (else it uses sacct)
 assert MIN_JOB_AGE >= 3 * INIT_SECONDS
 
@@ -33,6 +30,12 @@ SITE = {
     "cluster": {"partition": PARTITION, "gpu_partition": PARTITION},
     "resources": {rule: {"cpus": 1, "mem_mb": 1000, "runtime": 30} for rule in SIZED_RULES},
 }
+
+# The demo's small config with one classifier run per kind of training set (real only, real +
+# kept images): SLURM runs every rule, and the matrix itself is test_workflow_demo's.
+SLURM_RUNS = [("real", 0), ("sdi", 0)]
+CONFIG = {**demo.SMALL, "experiments": {"seeds": [0], "methods": {m: demo.SMALL["experiments"]["methods"][m]
+                                                                    for m, _ in SLURM_RUNS}}}
 
 # A test-only rule that fails on its first attempt and records the memory it was given.
 FLAKY = '''include: "Snakefile"
@@ -67,10 +70,10 @@ def slurm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm, tmp_path_factory):
+def slurm_run(slurm, module_tmp):
     """The demo's `all` plus the flaky rule, in one Snakemake run through profiles/slurm."""
-    workflow = copy_workflow(tmp_path_factory.mktemp("slurm_wf") / "wf")
-    demo._write_config(workflow, **demo.SMALL)
+    workflow = copy_workflow(module_tmp / "wf")
+    demo._write_config(workflow, **CONFIG)
     (workflow / "site-test.yaml").write_text(yaml.safe_dump(SITE))
     (workflow / "Snakefile.slurmtest").write_text(FLAKY)
     proc = run_snakemake(
@@ -134,9 +137,9 @@ def test_failed_job_is_retried_with_more_memory(slurm_run, slurm):
 
 def test_artifacts_match_a_local_run(slurm_run, tmp_path):
     workflow, _ = slurm_run
-    demo.test_every_artifact_is_well_formed(workflow)
+    demo.check_artifacts(workflow, SLURM_RUNS)
     local = copy_workflow(tmp_path / "local")
-    demo._write_config(local, **demo.SMALL)
+    demo._write_config(local, **CONFIG)
     run_snakemake(local, "--cores", "1", "results/demo/split")
     for part in ("train", "val", "test"):
         name = f"results/demo/split/{part}.parquet"
