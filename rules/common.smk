@@ -3,7 +3,6 @@ import functools
 import re
 
 import sdi  # sets the Hugging Face libraries offline before anything imports them
-from snakemake.utils import validate
 
 from sdi.config import (
     ConfigError,
@@ -22,11 +21,12 @@ from sdi.model_folders import filter_clip_errors, projector_fit_errors
 from sdi.summary import TRAINING_SET_KEYS, experiment_errors, methods, run_snapshot
 from sdi.tracking import tracking_problem
 
+# Once, before anything reads config: the schema's checks (each problem named with its key),
+# its defaults filled in, then references between keys and folders (sdi.config).
 try:
     validate_config(config, workflow.source_path("../config/schema.yaml"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-validate(config, "../config/schema.yaml")  # fills in schema defaults
 if experiment_errors(config):
     raise WorkflowError(
         "invalid configuration:\n  " + "\n  ".join(experiment_errors(config))

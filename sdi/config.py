@@ -7,6 +7,7 @@ express (folders that must exist, models that must fit together).
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -194,11 +195,35 @@ def merged_config_files(*files: str | Path) -> dict:
     return config
 
 
+def _filling_defaults(validator, properties, instance, schema):
+    """jsonschema's ``properties`` keyword that first sets each absent property's default."""
+    if isinstance(instance, dict):
+        for name, subschema in properties.items():
+            if "default" in subschema:
+                instance.setdefault(name, copy.deepcopy(subschema["default"]))
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+_DefaultFillingValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                                        {"properties": _filling_defaults})
+
+
+def fill_defaults(config: dict, schema: dict) -> dict:
+    """Set every key the schema gives a default and config leaves out, in place, at every depth
+    (an object's own default first, then its keys' defaults inside it): the jsonschema FAQ's
+    recipe, the one ``snakemake.utils.validate`` applies. config must already be valid."""
+    _DefaultFillingValidator(schema).validate(config)
+    return config
+
+
 def validate_config(config: dict, schema_path: str | Path) -> None:
-    """Raise ConfigError listing every schema violation and missing path in config."""
+    """Check config against the schema, then fill in the schema's defaults (in place), then
+    check what a schema cannot (references between keys, folders). Raise ConfigError listing
+    every problem, each naming its key."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = schema_errors(config, schema)
     if not problems:
+        fill_defaults(config, schema)
         problems = reference_errors(config) + path_errors(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

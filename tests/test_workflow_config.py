@@ -140,3 +140,33 @@ def test_execution_only_keys_are_the_schemas():
         marked += [f"{key}.{sub}" for sub, p in prop.get("properties", {}).items()
                    if isinstance(p, dict) and p.get("x-execution-only")]
     assert sorted(marked) == sorted(execution_only_paths())
+
+
+@pytest.mark.parametrize("overlay", ["none", "paper/cub.yaml", "paper/pathmnist.yaml", "sparse"])
+def test_defaults_are_filled_as_snakemake_fills_them(overlay):
+    """The workflow validates its config once (sdi.config.validate_config), which also fills the
+    schema's defaults: the same filled config as snakemake.utils.validate gives, also for a
+    config that leaves whole sections and nested job sizes out."""
+    import copy
+
+    from snakemake.utils import update_config, validate
+
+    from conftest import REPO
+    from sdi.config import validate_config
+
+    schema = REPO / "config" / "schema.yaml"
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    if overlay == "sparse":
+        for section in ("resources", "cluster", "export"):
+            config.pop(section, None)
+        config["resources"] = {"train_classifier": {"cpus": 2}, "generate": {}}
+        config["classifier"] = {"epochs": 1}
+    elif overlay != "none":
+        update_config(config, yaml.safe_load((REPO / "config" / overlay).read_text()))
+        config["models"]["tiny"] = True  # the paper's model folders are a site's (folders are checked)
+    ours, snakemakes = copy.deepcopy(config), copy.deepcopy(config)
+    validate_config(ours, schema)
+    validate(snakemakes, str(schema))
+    assert ours == snakemakes
+    assert ours != config  # there were defaults to fill
+    assert ours["resources"]["train_classifier"]["mem_mb"] > 0 and ours["classifier"]["momentum"] > 0
