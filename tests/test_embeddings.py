@@ -25,8 +25,9 @@ def projector_dir(tmp_path_factory):
 def test_embeddings_parquet(tiny_models, digits_split, projector_dir, tmp_path):
     manifest = digits_split["train"]
     paths = []
-    for run in (1, 2):
-        df = extract_embeddings(manifest, projector_dir, tiny_models["clip"], batch_size=16, device="cpu")
+    for run, workers in ((1, 0), (2, 2)):  # the second with DataLoader workers, as jobs of 3+ threads
+        df = extract_embeddings(manifest, projector_dir, tiny_models["clip"], batch_size=16, device="cpu",
+                                num_workers=workers)
         paths.append(tmp_path / f"run{run}" / "embeddings.parquet")
         write_embeddings(df, paths[-1])
 
@@ -45,7 +46,7 @@ def test_embeddings_parquet(tiny_models, digits_split, projector_dir, tmp_path):
     _, clip = read_embeddings(paths[0], column="clip_embedding")
     assert np.isfinite(matrix).all() and np.isfinite(clip).all()
 
-    # Identical across runs.
+    # Identical across runs and worker counts.
     _, matrix2 = read_embeddings(paths[1])
     _, clip2 = read_embeddings(paths[1], column="clip_embedding")
     assert np.array_equal(matrix, matrix2) and np.array_equal(clip, clip2)

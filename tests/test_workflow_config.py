@@ -151,8 +151,9 @@ def test_defaults_are_filled_as_snakemake_fills_them(overlay):
 
     from snakemake.utils import update_config, validate
 
-    from conftest import REPO
     from sdi.config import validate_config
+
+    from conftest import REPO
 
     schema = REPO / "config" / "schema.yaml"
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
