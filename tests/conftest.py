@@ -68,6 +68,7 @@ SIZED_RULES = list(yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
 # machine two of them run at once instead of one job holding both cores (schema defaults: 4-8).
 ONE_THREAD_JOBS = {rule: {"cpus": 1} for rule in SIZED_RULES}
 
+
 @pytest.fixture(scope="module")
 def module_tmp(request, tmp_path_factory) -> Iterator[Path]:
     """A folder for a module's shared run, removed after the module when none of its tests
