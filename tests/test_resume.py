@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,13 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill proc's process group (Snakemake and its job) if it still runs."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _killed_run(workflow: Path, point: str, nth: int, log: Path) -> None:
     """Run Snakemake in a session of its own with SDI_KILL_AT; it must die by SIGKILL at the point."""
     env = _env(SDI_KILL_AT=f"{point}:{nth}")
@@ -68,13 +76,15 @@ def _temp_files(root: Path) -> list[Path]:
 
 
 @pytest.mark.workflow
-def test_killed_run_resumes_byte_identical(tmp_path):
-    # the uninterrupted run goes on beside the killed ones (each uses one core)
+def test_killed_run_resumes_byte_identical(tmp_path, request):
+    # the uninterrupted run goes on beside the killed ones (each uses one core); stopped with its
+    # jobs if the test fails first
     reference = _workflow(tmp_path / "reference")
     reference_log = tmp_path / "reference.log"
     with reference_log.open("w") as out:
         uninterrupted = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", TARGET], cwd=reference,
-                                         env=_env(), stdout=out, stderr=subprocess.STDOUT)
+                                         env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    request.addfinalizer(lambda: _stop(uninterrupted))
 
     workflow = _workflow(tmp_path / "killed")
     results = workflow / "results" / "demo"
