@@ -27,10 +27,9 @@ try:
     validate_config(config, workflow.source_path("../config/schema.yaml"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-if experiment_errors(config):
-    raise WorkflowError(
-        "invalid configuration:\n  " + "\n  ".join(experiment_errors(config))
-    )
+_method_problems = experiment_errors(config)
+if _method_problems:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_method_problems))
 if tracking_problem(config):  # e.g. tracking.wandb set without the wandb package
     raise WorkflowError(tracking_problem(config))
 
