@@ -57,8 +57,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _killed_run(workflow: Path, point: str, nth: int, log: Path) -> None:
-    """Run Snakemake in a session of its own with SDI_KILL_AT; it must die by SIGKILL at the point."""
-    env = _env(SDI_KILL_AT=f"{point}:{nth}")
+    """Run Snakemake in a session of its own with SDI_KILL_AT; it must die by SIGKILL at the point.
+
+    Its TMPDIR is a folder beside the log: a killed Snakemake leaves its temporary folder behind,
+    and there it goes with the test's tmp_path instead of staying in /tmp.
+    """
+    tmp = log.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = _env(SDI_KILL_AT=f"{point}:{nth}", TMPDIR=str(tmp))
     with log.open("w") as out:
         proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", TARGET], cwd=workflow, env=env,
                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True, timeout=600)
