@@ -178,7 +178,10 @@ def launch(module: str, job: dict, world: int) -> None:
     between them; their output (each log line prefixed ``[rank r/W]``) goes to this process's
     stderr, so into the rule's log. A failing process stops the others and raises here.
     """
-    job = json.loads(json.dumps(job))  # what torchrun's processes get, also in one process
+    text = json.dumps(job)
+    job = json.loads(text)  # what torchrun's processes get, also in one process
+    # in the rule's log, so the job can be rerun by hand (README, "Several GPUs in one job")
+    logger.info("%s job (by hand: torchrun --standalone --nproc-per-node=N -m %s '<job>'): %s", module, module, text)
     if world == 1:
         importlib.import_module(module).run_job(job)
         return
@@ -187,7 +190,7 @@ def launch(module: str, job: dict, world: int) -> None:
     # torchrun's own folder (per-rank error files) is temporary: left alone it would stay in /tmp
     with tempfile.TemporaryDirectory(prefix="sdi-torchrun-") as log_dir:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
-                   f"--log-dir={log_dir}", "-m", module, json.dumps(job)]
+                   f"--log-dir={log_dir}", "-m", module, text]
         logger.info("starting %d training processes with torchrun (%d CPU thread(s) each): %s", world, threads,
                     " ".join(command[:-1] + ["<job>"]))
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -4,6 +4,7 @@ two GPUs starts two NCCL ones (sdi.distributed)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -98,8 +99,9 @@ def test_sync_batchnorm_on_cpu_equals_batchnorm_on_the_global_batch(tmp_path):
 
 
 # --------------------------------------------------------------------------- classifier
-def test_classifier_on_two_processes(digits_split, tmp_path, capsys):
+def test_classifier_on_two_processes(digits_split, tmp_path, capsys, caplog):
     """The workflow's classifier job (rule train_classifier) in two torchrun processes."""
+    caplog.set_level(logging.INFO, logger="sdi.distributed")
     split = tmp_path / "split"
     split.mkdir()
     for name in ("train", "val", "test"):
@@ -110,6 +112,9 @@ def test_classifier_on_two_processes(digits_split, tmp_path, capsys):
                         "num_workers": 0}}
     distributed.launch("sdi.classifier", job, 2)
     output = capsys.readouterr().err
+    # the rule's log holds the job as torchrun's processes got it, to rerun it by hand
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sdi.classifier job ")]
+    assert len(logged) == 1 and json.loads(logged[0].split("'<job>'): ", 1)[1]) == job
 
     # one set of files, written once (rank 0), nothing half-written
     assert sorted(p.name for p in out.iterdir()) == ["best", "last", "log.csv", "metrics.json", "train_set.parquet"]
