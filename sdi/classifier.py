@@ -58,7 +58,7 @@ from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from sdi import checkpoints, distributed, training_set
-from sdi.datasets import load_rgb
+from sdi.images import load_rgb
 from sdi.metrics import classification_metrics
 from sdi.tables import atomic_dir, atomic_write, write_parquet
 from sdi.tracking import Tracker, TrackingConfig

@@ -28,11 +28,11 @@ from PIL import Image
 
 from sdi._lazy import lazy_import
 from sdi.fingerprints import Listing
+from sdi.images import IMAGE_SUFFIXES, is_image_name, load_rgb
 
 np = lazy_import("numpy")  # loaded on first use: planning imports this module
 pd = lazy_import("pandas")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MANIFEST_COLUMNS = ["image_id", "path", "label", "class_name"]
 SUBSETS = ("train", "val", "test")
 FORMATS = ("cub", "imagefolder", "flowers102", "oxford_pets", "stanford_cars", "dtd", "fgvc_aircraft",
@@ -705,17 +705,6 @@ def dataset_listing(fmt: str, root: str | Path, key: str = "datasets.<name>.root
 
 
 # --- Images and the split ---------------------------------------------------------------------
-
-
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB; grayscale, palette, CMYK and alpha images are converted."""
-    with Image.open(path) as img:
-        img.load()
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            img = img.convert("RGBA")
-            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, img).convert("RGB")
-        return img.convert("RGB")
 
 
 def check_image(path: str) -> str | None:

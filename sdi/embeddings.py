@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sdi.datasets import load_rgb
+from sdi.images import load_rgb
 from sdi.models import load_clip_vision, resolve_device
 from sdi.projector import SemanticProjector
 from sdi.tables import vector_array, write_parquet

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from sdi.datasets import load_rgb
+from sdi.images import load_rgb
 from sdi.tables import atomic_write
 
 

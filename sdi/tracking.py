@@ -180,7 +180,7 @@ def image_grid(paths: Sequence[str | os.PathLike], columns: int = 8, thumb: int 
     """A PIL grid of the images at paths (row-major, ``thumb`` px squares): a preview for TensorBoard."""
     from PIL import Image
 
-    from sdi.datasets import load_rgb
+    from sdi.images import load_rgb
 
     paths = list(paths)
     rows = max(1, -(-len(paths) // columns))
@@ -200,7 +200,7 @@ def log_image(run_dir: str | os.PathLike, tracking: TrackingConfig, tag: str, im
     if not tracking.tensorboard:
         return
     if isinstance(image, str | os.PathLike):
-        from sdi.datasets import load_rgb
+        from sdi.images import load_rgb
 
         image = load_rgb(image)
     with Tracker(run_dir, TrackingConfig(tensorboard=True), run_name=run_name, events_suffix=f".{job}") as tracker:

@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 from sdi import checkpoints, distributed
 from sdi.conditioning import prompt_hidden_states, replace_placeholder
-from sdi.datasets import load_rgb
 from sdi.embeddings import clip_image_embeddings
 from sdi.faults import kill_point
+from sdi.images import load_rgb
 from sdi.models import DTYPES, load_clip_vision, load_sd_pipeline, model_dims
 from sdi.projector import SemanticProjector
 from sdi.tables import atomic_dir, atomic_write

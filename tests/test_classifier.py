@@ -22,7 +22,7 @@ from sdi.classifier import (
     load_classifier,
     train_classifier,
 )
-from sdi.datasets import load_rgb
+from sdi.images import load_rgb
 from sdi.metrics import classification_metrics
 
 TINY = {"num_classes": 10, "epochs": 2, "batch_size": 16, "resize": 40, "crop": 32, "seed": 0,

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sdi.datasets import load_rgb
 from sdi.embeddings import extract_embeddings, read_embeddings, write_embeddings
+from sdi.images import load_rgb
 from sdi.models import load_clip_vision
 from sdi.projector import SemanticProjector
 

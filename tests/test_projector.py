@@ -13,7 +13,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdi import PROMPT
 from sdi.conditioning import prompt_hidden_states, replace_placeholder
-from sdi.datasets import load_rgb
+from sdi.images import load_rgb
 from sdi.models import load_sd_pipeline
 from sdi.projector import SemanticProjector
 from sdi.train_projector import (
