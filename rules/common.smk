@@ -1,5 +1,4 @@
 # Shared helpers: config validation, wildcard constraints, input functions.
-import functools
 import re
 
 import sdi  # sets the Hugging Face libraries offline before anything imports them
@@ -15,7 +14,7 @@ from sdi.config import (
     without_execution,
 )
 from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
-from sdi.fingerprints import list_files, write_listing
+from sdi.fingerprints import ListingError, list_files, write_listing
 from sdi.medmnist import npz_path
 from sdi.model_folders import filter_clip_errors, projector_fit_errors
 from sdi.summary import TRAINING_SET_KEYS, experiment_errors, methods, run_snapshot
@@ -87,10 +86,21 @@ def dataset_entry(wildcards):
 LISTINGS = ".snakemake/sdi/listings"
 
 
-def dataset_options(wildcards):
+def dataset_listing_path(dataset):
+    return f"{LISTINGS}/{dataset}.tsv"
+
+
+def model_listing_path(name):
+    return f"{LISTINGS}/models/{name}.tsv"
+
+
+def entry_options(entry):
     """The format's own keys of a dataset entry (e.g. partition for dtd)."""
-    entry = dataset_entry(wildcards)
     return {k: v for k, v in entry.items() if k not in ("format", "root", "builtin")}
+
+
+def dataset_options(wildcards):
+    return entry_options(dataset_entry(wildcards))
 
 
 def dataset_files(wildcards):
@@ -98,8 +108,7 @@ def dataset_files(wildcards):
 
     The demo is written by rule demo_dataset: its metadata files and images folder.
     MedMNIST: the PNG folder of rule medmnist_images. Every other format: a listing of the
-    dataset's files (path, size, mtime), rewritten at planning time only when it changes
-    (sdi.fingerprints; kept under .snakemake/ so that a dry run writes nothing in results/).
+    dataset's files (path, size, mtime), written before the DAG is built (write_listings).
     """
     entry = dataset_entry(wildcards)
     root, fmt = entry["root"], entry["format"]
@@ -110,15 +119,9 @@ def dataset_files(wildcards):
         }
     if fmt == "medmnist":
         return {"images": f"results/{wildcards.dataset}/images"}
-    listing = f"{LISTINGS}/{wildcards.dataset}.tsv"
-    key = f"config.datasets.{wildcards.dataset}.root"
-    try:
-        write_listing(
-            listing, dataset_listing(fmt, root, key, dataset_options(wildcards))
-        )
-    except DatasetError as exc:
-        raise WorkflowError(str(exc)) from None
-    return {"listing": listing}
+    if wildcards.dataset in LISTING_ERRORS:
+        raise WorkflowError(LISTING_ERRORS[wildcards.dataset])
+    return {"listing": dataset_listing_path(wildcards.dataset)}
 
 
 def split_root(wildcards):
@@ -150,16 +153,55 @@ def model_input(*names):
     if config["models"]["tiny"]:
         return {name: TINY_MODELS[name] for name in names if name in TINY_MODELS}
     return {
-        f"{name}_listing": model_listing(name) for name in names if MODELS.get(name)
+        f"{name}_listing": model_listing_path(name)
+        for name in names
+        if MODELS.get(name)
     }
 
 
-@functools.cache
-def model_listing(name):
-    """Listing file of the user's model folder config.models.<name> (once per planning)."""
-    path = f"{LISTINGS}/models/{name}.tsv"
-    write_listing(path, list_files(MODELS[name]))
-    return path
+def write_listings():
+    """Write the listing of every user folder a job may read, before Snakemake builds the DAG.
+
+    Snakemake caches what it has seen of a folder while it builds the DAG, so a listing that an
+    input function writes then can be reported missing (MissingInputException) on the first
+    call. Written here, every listing is in place however the DAG is entered (all, a targeted
+    results/<dataset>/..., -n). Each is rewritten only when its folder changed. A dataset whose
+    folder cannot be listed fails only the targets that need it (dataset_files raises its error).
+    Jobs started by a cluster executor skip this: the main process wrote the listings already.
+    """
+    errors = {}
+    for name, entry in config["datasets"].items():
+        if (
+            not entry.get("root")
+            or entry.get("builtin")
+            or entry["format"] == "medmnist"
+        ):
+            continue
+        key = f"config.datasets.{name}.root"
+        try:
+            write_listing(
+                dataset_listing_path(name),
+                dataset_listing(
+                    entry["format"], entry["root"], key, entry_options(entry)
+                ),
+            )
+        except DatasetError as exc:
+            errors[name] = str(exc)
+        except ListingError as exc:
+            errors[name] = f"{key}: {exc}"
+    if not config["models"]["tiny"]:
+        for name, folder in MODELS.items():
+            if folder:
+                try:
+                    write_listing(model_listing_path(name), list_files(folder))
+                except ListingError as exc:
+                    raise WorkflowError(f"config.models.{name}: {exc}") from None
+    return errors
+
+
+LISTING_ERRORS = (
+    {} if workflow.remote_exec or workflow.subprocess_exec else write_listings()
+)
 
 
 def variant(wildcards):

@@ -287,9 +287,12 @@ def read_class_names(path: str | Path, key: str = "datasets.<name>.class_names")
 
 def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root", train_dir: str = "train",
                      test_dir: str = "test", class_names: str | None = None) -> pd.DataFrame:
-    """Read ``root/<train_dir>/<class>/*`` and ``root/<test_dir>/<class>/*``; labels follow the
-    sorted train class folders. class_names: a file mapping folder names to prompt names
-    (relative to root unless absolute); without it names come from the folder names."""
+    """Read ``root/<train_dir>/<class>/**`` and ``root/<test_dir>/<class>/**`` as torchvision's
+    ImageFolder does: labels follow the sorted train class folders, and every file with an
+    image extension anywhere under a class folder is an image (:func:`image_files`); other
+    files are skipped and counted in ``table.attrs["skipped"]`` ({kind: count}).
+    class_names: a file mapping folder names to prompt names (relative to root unless
+    absolute); without it names come from the folder names."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{key}: folder {root} does not exist; "
@@ -316,17 +319,56 @@ def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root", train_
         prompt = {c: mapping[c].strip() for c in class_dirs}
     else:
         prompt = {c: class_name_from_folder(c) for c in class_dirs}
-    rows = []
+    rows, skipped = [], {}
     for part, subset in ((train_dir, "train"), (test_dir, "test")):
         for cls in class_dirs:
             folder = root / part / cls
             if not folder.is_dir():
                 continue
-            for f in sorted(folder.iterdir()):
-                if f.is_file() and not f.name.startswith("."):
-                    rows.append({"image_id": f"{part}/{cls}/{f.name}", "path": str(f), "label": label_of[cls],
-                                 "class_name": prompt[cls], "subset": subset})
-    return _finish(rows, [prompt[c] for c in class_dirs], root)
+            for rel in image_files(folder, skipped):
+                rows.append({"image_id": f"{part}/{cls}/{rel}", "path": str(folder / rel), "label": label_of[cls],
+                             "class_name": prompt[cls], "subset": subset})
+    table = _finish(rows, [prompt[c] for c in class_dirs], root)
+    table.attrs["skipped"] = dict(sorted(skipped.items()))
+    return table
+
+
+def image_files(folder: Path, skipped: dict[str, int] | None = None) -> list[str]:
+    """Image files anywhere under a class folder, as torchvision's ImageFolder finds them:
+    recursively (symlinks followed), an extension in ``IMG_EXTENSIONS`` (any case); paths
+    relative to folder, sorted. Hidden files and folders (``.name``) are skipped too.
+
+    skipped: counts of the files left out, by kind (``.txt``, ``Thumbs.db`` -> ``.db``,
+    ``hidden``, ``no extension``), added to in place.
+    """
+    from sdi.fingerprints import require_utf8
+
+    found = []
+    skipped = {} if skipped is None else skipped
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        hidden_dirs = [d for d in dirs if d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if hidden_dirs:
+            skipped["hidden"] = skipped.get("hidden", 0) + len(hidden_dirs)
+        for name in files:
+            kind = None
+            if name.startswith("."):
+                kind = "hidden"
+            elif not is_image_name(name):
+                kind = Path(name).suffix.lower() or "no extension"
+            if kind:
+                skipped[kind] = skipped.get(kind, 0) + 1
+                continue
+            found.append(require_utf8(os.path.relpath(os.path.join(top, name), folder), folder))
+    return sorted(found)
+
+
+def skipped_text(skipped: dict[str, int]) -> str:
+    """``3 file(s) that are not images (.txt: 1, .db: 1, hidden: 1)``, or '' when none."""
+    if not skipped:
+        return ""
+    kinds = ", ".join(f"{k}: {n}" for k, n in skipped.items())
+    return f"{sum(skipped.values())} file(s) that are not images ({kinds}; a hidden folder counts once)"
 
 
 # --- Oxford 102 Flowers -----------------------------------------------------------------------

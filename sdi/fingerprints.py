@@ -23,6 +23,32 @@ from pathlib import Path
 HEADER = "path\tsize\tmtime_ns\n"
 
 
+class ListingError(ValueError):
+    """A folder holds a file that cannot be listed (a name that is not valid UTF-8)."""
+
+
+def escaped(path: str) -> str:
+    """A path as printable text: bytes that are not UTF-8 as ``\\xNN`` (``caf\\xe9.jpg``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def require_utf8(path: str, root: str | os.PathLike) -> str:
+    """path itself, or a ListingError naming it (escaped) if its name is not valid UTF-8.
+
+    Linux allows any bytes in a file name; Python gives the undecodable ones back as lone
+    surrogates, which no text file or Parquet table can store. The file is named, not renamed:
+    the user's folder is never modified.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ListingError(
+            f"{escaped(os.path.join(os.fspath(root), path))}: file name is not valid UTF-8 (the \\x.. "
+            "bytes); sdi stores paths as UTF-8 text, so rename it (e.g. with convmv -f latin1 -t utf8) "
+            "or move it out of the folder") from None
+    return path
+
+
 @dataclass
 class Listing:
     """Files as (path, size, mtime_ns), sorted by path; newest_ns: the newest mtime of those
@@ -65,7 +91,7 @@ def list_files(root: str | os.PathLike, skip_hidden: bool = True) -> Listing:
             for entry in it:
                 if skip_hidden and entry.name.startswith("."):
                     continue
-                rel = f"{prefix}{entry.name}"
+                rel = require_utf8(f"{prefix}{entry.name}", root)
                 try:
                     if entry.is_dir():
                         stack.append((rel + "/", entry.path))

@@ -1,4 +1,4 @@
-from sdi.datasets import check_images, make_split, read_dataset
+from sdi.datasets import check_images, make_split, read_dataset, skipped_text
 from sdi.tables import write_parquet
 from sdi.workflow import logged
 
@@ -7,6 +7,8 @@ with logged(snakemake.log[0]) as log:
     key = f"config.datasets.{snakemake.wildcards.dataset}.root"
     table = read_dataset(p.format, p.root, key, options=p.options, seed=p.seed)
     log.info("%s: %s", p.root, table.groupby("subset").size().to_dict())
+    if table.attrs.get("skipped"):
+        log.warning("%s: skipped %s", p.root, skipped_text(table.attrs["skipped"]))
     check_images(table, threads=snakemake.threads)
     parts = make_split(table, p.val_fraction, p.seed, p.val_source)
     for name, part in parts.items():
