@@ -161,6 +161,25 @@ def reference_errors(config: dict) -> list[str]:
 
 
 GENERATION_OVERRIDES = ("guidance_scale", "steps", "scheduler")
+# generation.scheduler: 'ddim' (the method's DDIMScheduler settings, METHOD.md section 5) or a
+# diffusers scheduler class that StableDiffusionPipeline takes (its KarrasDiffusionSchedulers,
+# less DPMSolverSDEScheduler, which needs the torchsde package). Listed here so that planning
+# can check the name without importing diffusers; a test checks each against diffusers.
+SCHEDULERS = ("ddim", "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler",
+              "EulerDiscreteScheduler", "HeunDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+              "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler",
+              "KDPM2AncestralDiscreteScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler",
+              "EDMEulerScheduler")
+
+
+def scheduler_errors(config: dict) -> list[str]:
+    """generation.scheduler and each variant's override must name a scheduler of SCHEDULERS."""
+    named = [("config.generation.scheduler", config["generation"]["scheduler"])]
+    named += [(f"config.variants.{v}.scheduler", e["scheduler"]) for v, e in config["variants"].items()
+              if "scheduler" in e]
+    return [f"{key}: {name!r} is not a scheduler sdi knows; use one of {', '.join(SCHEDULERS)} "
+            "(names are case-sensitive; 'ddim' is the method's DDIM settings)"
+            for key, name in named if name not in SCHEDULERS]
 
 
 def variant_settings(config: dict, name: str) -> dict:
@@ -224,6 +243,6 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     problems = schema_errors(config, schema)
     if not problems:
         fill_defaults(config, schema)
-        problems = reference_errors(config) + path_errors(config)
+        problems = reference_errors(config) + scheduler_errors(config) + path_errors(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

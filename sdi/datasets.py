@@ -781,16 +781,39 @@ def check_images(table: pd.DataFrame, threads: int = 4) -> None:
 def stratified_split(train: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per class, move round(n * val_fraction) images (at most n-1) to validation, seeded.
 
-    Classes with a single image keep it in train. Deterministic for a given seed and table.
+    Classes with a single image keep it in train. Where that rounds every class down to 0
+    (e.g. 2 images per class and 0.2), validation still gets ``max(1, round(N * val_fraction))``
+    images, N the images of classes with two or more: one each from that many of those
+    classes, drawn with the seed. If no class has two images, it raises a DatasetError naming
+    config.split.val_fraction and the class counts. Deterministic for a given seed and table.
     """
     rng = np.random.default_rng(seed)
     val_idx = []
-    for _, group in train.sort_values(["label", "image_id"]).groupby("label", sort=True):
+    groups = list(train.sort_values(["label", "image_id"]).groupby("label", sort=True))
+    for _, group in groups:
         n_val = min(int(round(len(group) * val_fraction)), len(group) - 1)
         if n_val > 0:
             val_idx.extend(rng.choice(group.index.to_numpy(), size=n_val, replace=False).tolist())
+    if not val_idx and len(train):
+        eligible = [group for _, group in groups if len(group) > 1]
+        if not eligible:
+            counts = train.groupby("label").size()
+            raise DatasetError(
+                f"config.split.val_fraction: {val_fraction} of every class leaves no validation image, since "
+                f"no class has two training images (images per class: {_counts_text(counts)}); add images, "
+                "or set config.split.val_source to test (the reference's protocol) or official")
+        n_classes = min(len(eligible), max(1, int(round(sum(len(g) for g in eligible) * val_fraction))))
+        for i in sorted(rng.choice(len(eligible), size=n_classes, replace=False).tolist()):
+            val_idx.append(int(rng.choice(eligible[i].index.to_numpy())))
     val_mask = train.index.isin(val_idx)
     return train[~val_mask], train[val_mask]
+
+
+def _counts_text(counts: pd.Series) -> str:
+    """``{label: n}`` -> ``'0: 1, 1: 1, ...'`` (the first SHOWN, then '... and N more')."""
+    items = [f"{label}: {n}" for label, n in counts.items()]
+    more = f", ... and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
 
 
 VAL_SOURCES = ("train", "test", "official")

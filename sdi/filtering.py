@@ -29,8 +29,8 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from sdi.datasets import load_rgb
 from sdi.faults import kill_point
+from sdi.images import load_rgb
 from sdi.models import ClipEmbedder, load_filter_clip, resolve_device, resolve_dtype
 from sdi.tables import atomic_write, write_parquet
 
@@ -275,6 +275,10 @@ def filter_generated(
     atomic_write(out_dir / OUTPUT_FILES["counts"], lambda p: counts.to_csv(p, index=False))
     grid = preview_grid(scored, n_classes=grid_classes, per_row=grid_per_row)
     atomic_write(out_dir / OUTPUT_FILES["grid"], lambda p: grid.save(p, format="PNG"))
+    none_kept = sorted(set(scored.label) - set(scored.label[scored.kept]))
+    if none_kept:
+        logger.warning("%d class(es) keep no image: int(n x keep_ratio %s) is 0 for their n generated images; "
+                       "raise expansion or keep_ratio. Labels: %s", len(none_kept), keep_ratio, none_kept[:20])
     elapsed = time.monotonic() - t_start
     logger.info("filter done: %d images scored in %.1f s (%.1f images/s), %d kept in %d classes (keep_ratio %s)",
                 len(scored), elapsed, len(scored) / max(elapsed, 1e-9), int(scored.kept.sum()),

@@ -20,6 +20,10 @@ seed           int64                       per-image generation seed in [0, 2**6
 shard          int64                       in [0, n_shards); ``row % n_shards`` over the table
                                            sorted by (label, sample_index)
 vector         fixed-size list<float32>[d] the sampled d_cross vector; null for method 'text'
+n_components   int64                       components of the distribution the row was drawn
+                                           from: 1 for 'gauss', the mixture's k for 'gmm'
+                                           (below n_components where the class is smaller),
+                                           0 for 'text'
 =============  ==========================  ==================================================
 
 Seeding. With ``per_class_seed=True`` (default) each class's sampler is seeded from
@@ -36,11 +40,14 @@ makes it positive definite and sampling factorises it with ``eigh`` (no Cholesky
 no warning). A class with one embedding has no sample covariance (``np.cov`` would divide by
 zero): its covariance is defined as ``cov_eps * I``, i.e. the samples are copies of the
 single embedding plus N(0, cov_eps) jitter per dimension (for 'gmm' too, which scikit-learn
-cannot fit on one observation). The mixture uses ``k = min(n_components, n_c)`` components.
+cannot fit on one observation). The mixture uses ``k = min(n_components, n_c)`` components:
+a class with fewer images than ``n_components`` gets fewer, which the ``n_components`` column
+records and a warning per class reports (each of its components then sits on one image).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -54,10 +61,13 @@ from tqdm import tqdm
 
 from sdi.tables import vector_array, write_parquet
 
-SAMPLE_COLUMNS = ["sample_id", "label", "class_name", "sample_index", "seed", "shard", "vector"]
+SAMPLE_COLUMNS = ["sample_id", "label", "class_name", "sample_index", "seed", "shard", "vector", "n_components"]
 METHODS = ("gauss", "gmm", "text")
 REFERENCE_SEED = 42  # the reference seeds every class's sampler with this constant
 _SAMPLER_STREAM, _GENERATION_STREAM = 0, 1  # keep the two seed families apart
+
+
+log = logging.getLogger(__name__)
 
 
 class SamplingError(ValueError):
@@ -65,11 +75,15 @@ class SamplingError(ValueError):
 
 
 def n_generated(n_c: int, expansion: float) -> int:
-    """Images to generate for a class of n_c real images: expansion x n_c, rounded half up.
+    """Images to generate for a class of n_c real images: expansion x n_c, rounded half up,
+    and at least 1 when expansion and n_c are positive.
 
     Half up (not Python's half-to-even ``round``) so that e.g. 1.5 x 1 gives 2 and 2.5 x 1 gives 3.
+    The floor of one keeps a small expansion (0.1 x 3 = 0.3) from silently generating nothing
+    for a class.
     """
-    return int(math.floor(expansion * n_c + 0.5))
+    n = int(math.floor(expansion * n_c + 0.5))
+    return max(n, 1) if expansion > 0 and n_c > 0 else n
 
 
 def class_sampler_seed(seed: int, label: int, per_class_seed: bool = True) -> int:
@@ -113,6 +127,11 @@ def sample_gaussian(x: np.ndarray, n: int, rng: np.random.Generator, cov_eps: fl
     return rng.multivariate_normal(mean, cov, size=n, method="eigh", check_valid="raise")
 
 
+def gmm_components(n_components: int, n_c: int) -> int:
+    """Components a mixture gets for a class of n_c images: ``min(n_components, n_c)``."""
+    return min(n_components, n_c)
+
+
 def sample_gmm(x: np.ndarray, n: int, n_components: int, class_seed: int, cov_eps: float = 1e-6) -> np.ndarray:
     """n draws (n, d) float64 from a full-covariance GaussianMixture fitted on x (n_c, d).
 
@@ -126,7 +145,7 @@ def sample_gmm(x: np.ndarray, n: int, n_components: int, class_seed: int, cov_ep
     x = np.asarray(x, dtype=np.float64)
     if len(x) == 1:
         return sample_gaussian(x, n, np.random.default_rng(class_seed), cov_eps)
-    k = min(n_components, len(x))
+    k = gmm_components(n_components, len(x))
     gmm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=cov_eps, random_state=class_seed)
     gmm.fit(x)
     if n == 0:
@@ -203,15 +222,20 @@ def sample_class_embeddings(
         n = n_generated(len(group), expansion)
         class_seed = class_sampler_seed(seed, label, per_class_seed)
         if method == "text":
-            vectors = [None] * n
+            vectors, fitted = [None] * n, 0
         else:
             x = stack_vectors(group["embedding"], "embedding")
             if not np.isfinite(x).all():
                 raise SamplingError(f"embeddings table: class {label} has non-finite embedding values")
             if method == "gauss":
-                draws = sample_gaussian(x, n, np.random.default_rng(class_seed), cov_eps)
+                draws, fitted = sample_gaussian(x, n, np.random.default_rng(class_seed), cov_eps), 1
             else:
+                fitted = gmm_components(n_components, len(x))
                 draws = sample_gmm(x, n, n_components, class_seed, cov_eps)
+                if fitted < n_components:
+                    log.warning("class %d (%s): %d image(s), so the mixture has %d component(s), not the "
+                                "n_components %d asked for; each component sits on one image",
+                                label, group["class_name"].iloc[0], len(x), fitted, n_components)
             vectors = list(draws.astype(np.float32))
         k = np.arange(n)
         parts.append(pd.DataFrame({
@@ -221,11 +245,12 @@ def sample_class_embeddings(
             "sample_index": k,
             "seed": [generation_seed(image_seed, label, int(i)) for i in k],
             "vector": pd.Series(vectors, dtype=object),
+            "n_components": fitted,
         }))
     samples = pd.concat(parts, ignore_index=True)
     samples["shard"] = np.arange(len(samples)) % n_shards
     samples = samples.astype({"sample_id": str, "label": "int64", "class_name": str, "sample_index": "int64",
-                              "seed": "int64", "shard": "int64"})
+                              "seed": "int64", "shard": "int64", "n_components": "int64"})
     return samples[SAMPLE_COLUMNS]
 
 
@@ -244,7 +269,9 @@ def read_samples(path: str | os.PathLike, shard: int | None = None) -> pd.DataFr
         raise SamplingError(f"{path}: samples table does not exist; run the sampling stage first")
     filters = [("shard", "==", int(shard))] if shard is not None else None
     samples = pq.read_table(path, filters=filters).to_pandas()
-    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    # n_components is a record for the user, not an input of generation: tables written before it
+    # existed still generate.
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns and c != "n_components"]
     if missing:
         raise SamplingError(f"{path}: missing column(s) {missing}; rebuild it with the sampling stage")
     return samples.reset_index(drop=True)

@@ -21,6 +21,7 @@ steps per epoch counted) without a GPU or a model.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from sdi.summary import TRAINING_SET_KEYS
 SOURCES = ("real", "real_copy", "synthetic")
 COLUMNS = ["path", "label", "source", "variant"]
 METHOD_KEYS = TRAINING_SET_KEYS  # the keywords of method_training_set (sdi.summary.methods resolves them)
+log = logging.getLogger(__name__)
 
 
 def _rows(table: pd.DataFrame, source: str, variant: str | None) -> pd.DataFrame:
@@ -168,6 +170,13 @@ def method_training_set(real: pd.DataFrame, generated: pd.DataFrame | None = Non
         synthetic = synthetic_pool(generated, pool, keep_ratio if pool == "kept" else None, source=source)
     train = build_training_set(real, synthetic=synthetic, multiples=multiples, real_copies=real_copies,
                                variant=variant, seed=draw_seed)
+    if variant is not None:
+        with_synthetic = set(train.label[train.source == "synthetic"].tolist())
+        bare = sorted(set(real.label.tolist()) - with_synthetic)
+        if bare:
+            log.warning("variant %r gives %d of %d class(es) no synthetic image (%s: %d rows); they train on real "
+                        "images only: labels %s", variant, len(bare), real.label.nunique(), source,
+                        0 if synthetic is None else len(synthetic), bare[:20] + (["..."] if len(bare) > 20 else []))
     return train, synthetic
 
 
