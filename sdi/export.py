@@ -42,6 +42,7 @@ import os
 import re
 import shutil
 import time
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -66,9 +67,18 @@ class ExportError(ValueError):
     """The inputs cannot be exported, or the destination is not ours to replace."""
 
 
+# Characters some file system refuses in a name (Windows / NTFS, exFAT, SMB shares): the path
+# separators, <>:"|?* and the control characters. Everything else, Unicode included, is kept.
+_UNSAFE = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]+')
+
+
 def _safe(text: str) -> str:
-    """A file-name-safe form: anything but letters, digits, ``.``, ``_``, ``-`` becomes ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "x"
+    """A file-name-safe form of a name: Unicode kept (NFC), whitespace runs and characters some
+    file system refuses (``/``, ``\\``, ``<>:"|?*``, control characters) become ``_``;
+    leading and trailing ``.``/``_`` dropped (no hidden or dot-only names). ``café crème`` ->
+    ``café_crème``."""
+    text = unicodedata.normalize("NFC", str(text))
+    return _UNSAFE.sub("_", re.sub(r"\s+", "_", text)).strip("._") or "x"
 
 
 def class_dir(label: int, class_name: str) -> str:
@@ -155,7 +165,12 @@ def _file_names(table: pd.DataFrame) -> list[str]:
     names, seen = [], {}
     for row in table.itertuples(index=False):
         ext = Path(row.path).suffix or ".png"
-        stem = f"real-{_safe(row.image_id)}" if row.source == "real" else \
+        # An image id is often its relative path (``001.Albatross/img0.png``): drop the extension
+        # it ends with, so that the file is ``real-..._img0.png``, not ``..._img0.png.png``.
+        image_id = str(row.image_id)
+        if row.source == "real" and ext and image_id.lower().endswith(ext.lower()):
+            image_id = image_id[: -len(ext)]
+        stem = f"real-{_safe(image_id)}" if row.source == "real" else \
             f"synthetic-{_safe(row.variant)}-{_safe(row.sample_id)}"
         base = f"{class_dir(row.label, row.class_name)}/{stem}"
         k = seen.get((row.split, base), 0)
