@@ -310,9 +310,15 @@ def build_train_loader(dataset: ManifestDataset, batch_size: int, seed: int, gen
 
 
 # --------------------------------------------------------------------------- model
-def build_model(num_classes: int) -> nn.Module:
-    """torchvision ResNet50 with random weights (``weights=None``) and a ``num_classes``-way head."""
-    return torchvision.models.resnet50(weights=None, num_classes=num_classes)
+ARCH = "resnet50"  # the paper's classifier
+
+
+def build_model(num_classes: int, arch: str = ARCH) -> nn.Module:
+    """A torchvision classification model (``arch``, by name; ResNet50 by default) with random
+    weights (``weights=None``) and a ``num_classes``-way head. GoogLeNet and Inception v3 are
+    built without their auxiliary heads, so that every model returns one logits tensor."""
+    extra = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **extra)
 
 
 def setup_distributed(model: nn.Module, device: torch.device) -> nn.Module:
@@ -446,12 +452,12 @@ def save_best(folder: Path, model: nn.Module, config: dict) -> None:
 
 
 def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(ResNet50 in eval mode with the weights of ``folder``, its config.json), e.g. ``<run>/best``."""
+    """(the model in eval mode with the weights of ``folder``, its config.json), e.g. ``<run>/best``."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    model = build_model(config["num_classes"])
+    model = build_model(config["num_classes"], config.get("arch", ARCH))
     model.load_state_dict(load_file(folder / "model.safetensors"))
     return model.to(device).eval(), config
 
@@ -508,11 +514,11 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                      num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
                      batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
                      resize: int = 256, crop: int = 224, augment: str = "none", augment_at: str = "crop",
-                     seed: int = 0, device: str = "auto", num_workers: int = 2,
+                     arch: str = ARCH, seed: int = 0, device: str = "auto", num_workers: int = 2,
                      synthetic: pd.DataFrame | None = None, amp: bool = False,
                      stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
                      run_name: str | None = None) -> dict | None:
-    """Train ResNet50 from scratch, choose the epoch on validation, evaluate test once.
+    """Train a classifier (ResNet50 by default) from scratch, choose the epoch on validation, evaluate test once.
 
     Runs in this process, or in each process of a torchrun job (:mod:`sdi.distributed`; the
     workflow starts those with :func:`sdi.distributed.launch` and :func:`run_job`).
@@ -530,6 +536,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
         augment: 'none' | 'randaugment' | 'cutout' | 'gridmask' (the paper's augmentation baselines).
         augment_at: 'crop' (after the crop, METHOD section 7) or 'raw' (on the raw image before the
             resize, as the reference ran them), see :func:`build_transforms`.
+        arch: the torchvision classification model, by name (:func:`build_model`; the paper's resnet50).
         seed: seeds model init, shuffling and augmentation (torch, numpy, random, DataLoader).
         device: 'auto' (cuda when present, else cpu) or a torch device string.
         num_workers: DataLoader worker processes.
@@ -558,7 +565,9 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
               "amp": amp}
     if augment_at != "crop":  # only when set, so runs made before the option keep their fingerprint
         params["augment_at"] = augment_at
-    best_config = {"arch": "resnet50", "num_classes": num_classes, "class_names": class_names, "resize": resize,
+    if arch != ARCH:  # likewise
+        params["arch"] = arch
+    best_config = {"arch": arch, "num_classes": num_classes, "class_names": class_names, "resize": resize,
                    "crop": crop, "mean": list(MEAN), "std": list(STD)}
 
     # --- data
@@ -577,7 +586,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     eval_kw = {**loader_kw, "batch_size": max(1, batch_size // world), "generator": torch.Generator().manual_seed(seed)}
 
     # --- model, optimizer, scheduler
-    model = setup_distributed(build_model(num_classes), device)
+    model = setup_distributed(build_model(num_classes, arch), device)
     bare = _bare(model)
     if world > 1:  # same initial weights (DDP broadcasts rank 0's), different augmentation streams
         if main:
@@ -598,9 +607,9 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     start_epoch, elapsed_before = state.epoch + 1, state.wall_time_s
 
     if main:
-        logger.info("training ResNet50 from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic "
+        logger.info("training %s from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic "
                     "train, %d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s",
-                    device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"],
+                    arch, device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"],
                     len(data.val), len(data.test), num_classes, len(train_loader), start_epoch, epochs, augment,
                     augment_at)
     # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.

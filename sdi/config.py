@@ -172,14 +172,39 @@ SCHEDULERS = ("ddim", "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDis
               "EDMEulerScheduler")
 
 
+# classifier.arch: torchvision's classification models (torchvision.models.list_models(module=
+# torchvision.models) of torchvision 0.29), listed so that planning needs no torchvision; a test
+# checks the list against the installed torchvision.
+CLASSIFIER_ARCHS = (
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121", "densenet161",
+    "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+    "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75",
+    "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf",
+    "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
+    "regnet_y_800mf", "regnet_y_8gf", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50",
+    "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t",
+    "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+)
+
+
 def scheduler_errors(config: dict) -> list[str]:
-    """generation.scheduler and each variant's override must name a scheduler of SCHEDULERS."""
+    """Names that must be one of a library's: generation.scheduler and each variant's override
+    (SCHEDULERS), classifier.arch (CLASSIFIER_ARCHS)."""
     named = [("config.generation.scheduler", config["generation"]["scheduler"])]
     named += [(f"config.variants.{v}.scheduler", e["scheduler"]) for v, e in config["variants"].items()
               if "scheduler" in e]
-    return [f"{key}: {name!r} is not a scheduler sdi knows; use one of {', '.join(SCHEDULERS)} "
-            "(names are case-sensitive; 'ddim' is the method's DDIM settings)"
-            for key, name in named if name not in SCHEDULERS]
+    problems = [f"{key}: {name!r} is not a scheduler sdi knows; use one of {', '.join(SCHEDULERS)} "
+                "(names are case-sensitive; 'ddim' is the method's DDIM settings)"
+                for key, name in named if name not in SCHEDULERS]
+    arch = config.get("classifier", {}).get("arch")
+    if arch is not None and arch not in CLASSIFIER_ARCHS:
+        problems.append(f"config.classifier.arch: {arch!r} is not a torchvision classification model; use one of "
+                        f"{', '.join(CLASSIFIER_ARCHS)}")
+    return problems
 
 
 def variant_settings(config: dict, name: str) -> dict:

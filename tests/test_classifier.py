@@ -259,3 +259,33 @@ def test_bad_manifest_names_the_problem(digits_split, tmp_path):
     bad = digits_split["train"].assign(label=digits_split["train"].label + 5)
     with pytest.raises(ValueError, match="train manifest: labels span"):
         train_classifier(bad, digits_split["val"], digits_split["test"], tmp_path, **TINY)
+
+
+def test_arch_selects_any_torchvision_model(digits_split, tmp_path):
+    """classifier.arch: another torchvision model trains, is recorded in best/config.json and
+    loads back as that model; the planning list is torchvision's own."""
+    import torchvision
+
+    from sdi.classifier import load_classifier
+    from sdi.config import CLASSIFIER_ARCHS
+
+    assert sorted(CLASSIFIER_ARCHS) == sorted(torchvision.models.list_models(module=torchvision.models))
+    train, val, test = digits_split["train"], digits_split["val"], digits_split["test"]
+    metrics = train_classifier(train, val, test, tmp_path / "run", **{**TINY, "epochs": 1}, arch="resnet18")
+    assert metrics["n_train_real"] == len(train)
+    model, config = load_classifier(tmp_path / "run" / "best")
+    assert config["arch"] == "resnet18" and isinstance(model, torchvision.models.ResNet)
+    assert len(model.layer1) == 2 and model.fc.out_features == 10  # resnet18's blocks, not resnet50's 3
+
+
+def test_unknown_arch_fails_at_planning():
+    import yaml
+
+    from sdi.config import ConfigError, validate_config
+
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["classifier"]["arch"] = "resnet5O"
+    with pytest.raises(ConfigError, match=r"config\.classifier\.arch: 'resnet5O' is not a torchvision .*resnet50"):
+        validate_config(config, REPO / "config" / "schema.yaml")
