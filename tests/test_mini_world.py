@@ -21,7 +21,8 @@ from sdi.mini_world import MANIFEST, MiniWorldError, Recipe, build_world, ensure
 
 # Small models, two steps each: what is tested is the build, the layout and the checks, not quality.
 TEST_RECIPE = Recipe(vae_widths=(8, 16, 16), vae_steps=2, vae_batch=8, clip_width=32, clip_layers=1, clip_steps=2,
-                     clip_batch=16, unet_widths=(16, 32), unet_steps=2, unet_batch=8, renders_per_digit=1)
+                     clip_batch=16, unet_widths=(16, 32), unet_steps=2, unet_batch=8, renders_per_digit=1,
+                     eval_digits=50)
 REPO = Path(__file__).resolve().parents[1]
 
 
