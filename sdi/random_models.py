@@ -203,11 +203,8 @@ def build_random_sd(folder: str | Path, size: str = "full", *, seed: int = 0,
     device: where the random weights are initialised ('cuda' is much faster at full size).
     Components are built, written and freed one at a time (peak memory: the UNet).
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from sdi.generation import METHOD_DDIM
-    from sdi.tokenizer import write_clip_tokenizer
 
     arch = _arch(size)
     _check_options(precisions, formats)
@@ -228,6 +225,24 @@ def build_random_sd(folder: str | Path, size: str = "full", *, seed: int = 0,
     save_component(text_encoder, folder / "text_encoder", precisions=precisions, formats=formats)
     del text_encoder
     _free()
+    write_sd_extras(folder, size, seed=seed, precisions=precisions, formats=formats, hub_layout=hub_layout)
+    return folder
+
+
+def write_sd_extras(folder: str | Path, size: str = "tiny", *, seed: int = 0, precisions: Sequence[str] = ("fp32",),
+                    formats: Sequence[str] = ("safetensors",), hub_layout: bool = False) -> Path:
+    """Everything of an SD folder but unet/, vae/ and text_encoder/: tokenizer/, scheduler/, model_index.json
+    (and with hub_layout the safety checker and feature extractor of size); see :func:`build_random_sd`.
+
+    For pipelines whose three models are written by :func:`save_component` (random or trained).
+    """
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    from sdi.generation import METHOD_DDIM
+    from sdi.tokenizer import write_clip_tokenizer
+
+    arch = _arch(size)
+    folder = Path(folder)
     write_clip_tokenizer(folder / "tokenizer")
 
     import diffusers
@@ -289,9 +304,7 @@ def build_random_clip(folder: str | Path, size: str = "full", *, seed: int = 2,
     preprocessor_config.json: with hub_layout in the hub's legacy format (``size: 224``,
     ``CLIPFeatureExtractor``), else as ``CLIPImageProcessor.save_pretrained`` writes it.
     """
-    from transformers import CLIPImageProcessor, CLIPModel
-
-    from sdi.tokenizer import write_clip_tokenizer
+    from transformers import CLIPModel
 
     arch = _arch(size)
     folder = Path(folder)
@@ -301,7 +314,17 @@ def build_random_clip(folder: str | Path, size: str = "full", *, seed: int = 2,
     save_component(model, folder, precisions=precisions, formats=formats)
     del model
     _free()
-    image_size = arch["clip_size"]
+    return write_clip_extras(folder, arch["clip_size"], hub_layout=hub_layout)
+
+
+def write_clip_extras(folder: str | Path, image_size: int, *, hub_layout: bool = False) -> Path:
+    """A CLIP folder's preprocessor_config.json (at image_size) and tokenizer, as :func:`build_random_clip`
+    writes them beside the model's config.json and weights."""
+    from transformers import CLIPImageProcessor
+
+    from sdi.tokenizer import write_clip_tokenizer
+
+    folder = Path(folder)
     if hub_layout:
         _write_json(folder / "preprocessor_config.json", clip_preprocessor_config(image_size))
     else:
