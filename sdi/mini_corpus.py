@@ -189,32 +189,21 @@ def write_target_dataset(root: str | Path, *, looks: Sequence[tuple[str, str, st
     parsed = [Look.named(*look) for look in looks]
     if not parsed:
         raise MiniCorpusError("looks: give at least one (fg, bg, stroke)")
+    from sdi.datasets import write_digit_cub
+
     digits, labels = load_mnist()
     target = source_split(labels)["target"]
     rng = np.random.default_rng(seed)
-    root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    images, label_rows, splits = [], [], []
-    image_id = 0
-    for c, word in enumerate(WORDS):
-        folder = f"{c + 1:03d}.digit_{word}"
-        (root / "images" / folder).mkdir(exist_ok=True)
+
+    def images_of(c: int):
         idx = rng.permutation(target[labels[target] == c])[:train_per_class + test_per_class]
         chosen = [parsed[k] for k in rng.integers(len(parsed), size=len(idx))]
         pixels = to_uint8(render(digits[idx], np.array([lk.fg for lk in chosen]), np.array([lk.bg for lk in chosen]),
                                  np.array([lk.stroke for lk in chosen])))
-        for k, (i, arr) in enumerate(zip(idx, pixels, strict=True)):
-            image_id += 1
+        for i, arr in zip(idx, pixels, strict=True):
             img = Image.fromarray(arr, "RGB")
             if image_size != IMAGE_SIZE:
                 img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            rel = f"{folder}/{word}_{int(i):04d}.png"
-            img.save(root / "images" / rel)
-            images.append(f"{image_id} {rel}")
-            label_rows.append(f"{image_id} {c + 1}")
-            splits.append(f"{image_id} {int(k < train_per_class)}")
-    (root / "classes.txt").write_text("".join(f"{c + 1} {c + 1:03d}.digit_{w}\n" for c, w in enumerate(WORDS)))
-    (root / "images.txt").write_text("\n".join(images) + "\n")
-    (root / "image_class_labels.txt").write_text("\n".join(label_rows) + "\n")
-    (root / "train_test_split.txt").write_text("\n".join(splits) + "\n")
-    return root
+            yield int(i), img
+
+    return write_digit_cub(root, (images_of(c) for c in range(len(WORDS))), train_per_class)
