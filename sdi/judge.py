@@ -109,3 +109,51 @@ def held_out_judge(seed: int = 0, renders: int = 3, steps: int = 600) -> DigitJu
     rng = np.random.default_rng(seed)
     images = corpus.render(digits[idx], *corpus.random_looks(len(idx), rng))
     return train_judge(images, labels[idx], steps=steps, seed=seed)
+
+
+def target_judge(seed: int = 0, looks=corpus.DEFAULT_TARGET_LOOKS, renders: int = 3, steps: int = 600) -> DigitJudge:
+    """A DigitJudge trained on the held-out ``judge`` digits drawn in the target dataset's looks only.
+
+    The issue's judge: real images of the target's part of the attribute space that neither the mini
+    world nor the pipeline ever saw (the target dataset's digits are disjoint from them).
+    """
+    digits, labels = corpus.load_mnist()
+    idx = np.tile(corpus.source_split(labels)["judge"], renders)
+    rng = np.random.default_rng(seed)
+    parsed = [corpus.Look.named(*look) for look in looks]
+    chosen = [parsed[k] for k in rng.integers(len(parsed), size=len(idx))]
+    images = corpus.render(digits[idx], np.array([lk.fg for lk in chosen]), np.array([lk.bg for lk in chosen]),
+                           np.array([lk.stroke for lk in chosen]))
+    return train_judge(images, labels[idx], steps=steps, seed=seed)
+
+
+def in_looks(colours: dict[str, np.ndarray], looks=corpus.DEFAULT_TARGET_LOOKS) -> np.ndarray:
+    """bool [N]: the (foreground, background) pair the look judge read is one of looks'."""
+    pairs = {(corpus.Look.named(*look).fg, corpus.Look.named(*look).bg) for look in looks}
+    return np.array([(f, b) in pairs for f, b in zip(colours["fg"], colours["bg"], strict=True)])
+
+
+def judge_filtered(judge: DigitJudge, filtered_dir, workdir=".", looks=corpus.DEFAULT_TARGET_LOOKS) -> dict:
+    """The judge's verdict on a filter's output folder (``manifest.parquet``: path, label, kept).
+
+    Returns {'kept', 'dropped', 'all'}: each {'images', 'class_accuracy', 'look_accuracy'}, where
+    class_accuracy is the fraction the judge labels with the class the image was generated for and
+    look_accuracy the fraction whose colours are one of looks (:func:`in_looks`).
+    """
+    from pathlib import Path
+
+    import pandas as pd
+    from PIL import Image
+
+    table = pd.read_parquet(Path(filtered_dir) / "manifest.parquet")
+    images = np.stack([np.asarray(Image.open(Path(workdir) / p).convert("RGB").resize(
+        (corpus.IMAGE_SIZE, corpus.IMAGE_SIZE), Image.Resampling.BILINEAR)) for p in table.path])
+    right = judge_classes(judge, images) == table.label.to_numpy()
+    looked = in_looks(judge_looks(images), looks)
+    out = {}
+    for name, mask in (("kept", table.kept.to_numpy()), ("dropped", ~table.kept.to_numpy()),
+                       ("all", np.ones(len(table), dtype=bool))):
+        n = int(mask.sum())
+        out[name] = {"images": n, "class_accuracy": float(right[mask].mean()) if n else float("nan"),
+                     "look_accuracy": float(looked[mask].mean()) if n else float("nan")}
+    return out
