@@ -76,6 +76,52 @@ def sample_grid(real: pd.DataFrame, scored: pd.DataFrame, *, n_classes: int = 4,
     return grid
 
 
+def overview_grid(real: pd.DataFrame, sdi: pd.DataFrame, text: pd.DataFrame | None = None, *, per_group: int = 4,
+                  n_classes: int = 10, thumb: int = 48, seed: int = 0) -> Image.Image:
+    """One row per class (a seeded choice of n_classes), four groups of per_group images side by side:
+    real training images, SDI's kept images (best first), SDI's dropped images (worst first) and,
+    when text is given, the text-only baseline's kept images (best first).
+
+    real: path, label, class_name (the training split); sdi, text: filter manifests (path, label,
+    class_name, score, rank, kept).
+    """
+    groups = [("real", lambda g, label: real[real["label"] == label].head(per_group)),
+              ("SDI kept", lambda g, label: g[g["kept"]].sort_values("rank").head(per_group)),
+              ("SDI dropped", lambda g, label: g[~g["kept"]].sort_values("rank").iloc[::-1].head(per_group))]
+    if text is not None:
+        groups.append(("text-only kept", lambda g, label: text[(text["label"] == label) & text["kept"]]
+                       .sort_values("rank").head(per_group)))
+    margin, header, gap = 110, 18, 12
+    width = margin + len(groups) * (per_group * (thumb + 2) + gap)
+    labels = _shown_classes(sdi["label"], n_classes, seed)
+    grid = Image.new("RGB", (width, header + len(labels) * (thumb + 2)), "white")
+    draw = ImageDraw.Draw(grid)
+    for k, (title, _) in enumerate(groups):
+        draw.text((margin + k * (per_group * (thumb + 2) + gap), 3), title, fill=(0, 0, 0))
+    for r, label in enumerate(labels):
+        group = sdi[sdi["label"] == label]
+        y = header + r * (thumb + 2)
+        draw.text((4, y + thumb // 2 - 6), str(group["class_name"].iloc[0]), fill=(0, 0, 0))
+        for k, (_, pick) in enumerate(groups):
+            for c, item in enumerate(pick(group, label).itertuples()):
+                x = margin + k * (per_group * (thumb + 2) + gap) + c * (thumb + 2)
+                grid.paste(load_rgb(item.path).resize((thumb, thumb), Image.Resampling.NEAREST), (x, y))
+    return grid
+
+
+def overview_figure(split_dir: str | os.PathLike, sdi_dir: str | os.PathLike, text_dir: str | os.PathLike | None,
+                    path: str | os.PathLike, **options) -> None:
+    """Write :func:`overview_grid` of a split, the default variant's filter folder and a text-only one."""
+    def scored(folder):
+        table = pd.read_parquet(Path(folder) / "manifest.parquet")
+        table["kept"] = table["kept"].astype(bool)
+        return table
+
+    real = pd.read_parquet(Path(split_dir) / "train.parquet")
+    grid = overview_grid(real, scored(sdi_dir), scored(text_dir) if text_dir else None, **options)
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
+
+
 def score_histograms(scored: pd.DataFrame, path: str | os.PathLike, *, n_classes: int = 8, seed: int = 0) -> None:
     """Per class (a seeded choice): histogram of CLIP scores, kept vs dropped, with the keep threshold."""
     plt = _plt()
