@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/snakemake --cores $(CORES) all
+	$(BIN)/snakemake --cores $(CORES) all --configfile config/mini_world.yaml
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q --durations=10 tests

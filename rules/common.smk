@@ -7,6 +7,7 @@ from sdi.config import (
     ConfigError,
     TINY_MODELS,
     device_problem,
+    mini_world_paths,
     enabled_datasets,
     model_paths,
     validate_config,
@@ -53,6 +54,11 @@ if _misfits:
 
 VARIANTS = list(config["variants"])
 DEFAULT_VARIANT = config["default_variant"]
+TEXT_VARIANTS = [
+    v
+    for v in VARIANTS
+    if config["samplers"][config["variants"][v]["sampler"]]["method"] == "text"
+]
 SHARDS = list(range(config["generation"]["shards"]))
 METHODS = methods(config)
 SEEDS = config["experiments"]["seeds"]
@@ -146,10 +152,13 @@ def medmnist_npz(wildcards):
 
 
 def model_input(*names):
-    """The model folders a job reads, as inputs: the tiny models (built by rule tiny_models),
-    or for a user's folder a listing of its files (path, size, mtime), rewritten at planning
-    time only when the folder changes, so that swapped weights rerun every job that used them.
+    """The model folders a job reads, as inputs: the mini world's marker (rule mini_world), the
+    tiny models (rule tiny_models), or for a user's folder a listing of its files (path, size,
+    mtime), rewritten at planning time only when the folder changes, so that swapped weights rerun
+    every job that used them.
     """
+    if config["models"]["mini"]:
+        return {"mini_world": mini_world_paths(config)["marker"]}
     if config["models"]["tiny"]:
         return {name: TINY_MODELS[name] for name in names if name in TINY_MODELS}
     return {
@@ -189,7 +198,7 @@ def write_listings():
             errors[name] = str(exc)
         except ListingError as exc:
             errors[name] = f"{key}: {exc}"
-    if not config["models"]["tiny"]:
+    if not config["models"]["tiny"] and not config["models"]["mini"]:
         for name, folder in MODELS.items():
             if folder:
                 try:
@@ -344,7 +353,10 @@ def summary_metrics(wildcards):
 
 def report_targets(dataset):
     """Per-dataset report figures and diagnostics."""
-    targets = [f"results/{dataset}/report/training_curves.png"]
+    targets = [
+        f"results/{dataset}/report/training_curves.png",
+        f"results/{dataset}/report/overview.png",
+    ]
     for v in VARIANTS:
         targets += [
             f"results/{dataset}/report/{v}/{name}.png"

@@ -34,6 +34,38 @@ rule demo_dataset:
         "../workflow_scripts/demo_dataset.py"
 
 
+rule mini_dataset:
+    output:
+        meta=[
+            "{root}/images.txt",
+            "{root}/classes.txt",
+            "{root}/image_class_labels.txt",
+            "{root}/train_test_split.txt",
+        ],
+        images=directory("{root}/images"),
+    log:
+        "logs/mini_dataset/{root}.log",
+    benchmark:
+        "benchmarks/mini_dataset/{root}.tsv"
+    wildcard_constraints:
+        root=_alternation(
+            e["root"]
+            for e in config["datasets"].values()
+            if e.get("builtin") == "mini_world" and e.get("root")
+        ),
+    params:
+        options=config["mini_data"],
+    threads: job_threads("mini_dataset")
+    resources:
+        **job_placement("mini_dataset"),
+        mem_mb=job_mem_mb("mini_dataset"),
+        runtime=job_runtime("mini_dataset"),
+    conda:
+        "../envs/sdi.yaml"
+    script:
+        "../workflow_scripts/mini_dataset.py"
+
+
 rule medmnist_images:
     input:
         npz=medmnist_npz,

@@ -1,4 +1,5 @@
-# Model backbones: tiny random SD and CLIP folders for the demo and the tests.
+# Model backbones: tiny random SD and CLIP folders for the tests, and the mini world (a small
+# SD and CLIP trained here from MNIST digits) for the demo.
 
 
 rule tiny_models:
@@ -20,3 +21,27 @@ rule tiny_models:
         "../envs/sdi.yaml"
     script:
         "../workflow_scripts/tiny_models.py"
+
+
+if config["models"]["mini"]:
+
+    rule mini_world:
+        output:
+            # a marker in the working directory, not the cache folders (sdi.config.mini_world_paths)
+            mini_world_paths(config)["marker"],
+        log:
+            "logs/models/mini_world.log",
+        benchmark:
+            "benchmarks/models/mini_world.tsv"
+        params:
+            root=config["models"]["mini_root"],
+            world=mini_world_paths(config)["world"],
+        threads: job_threads("mini_world")
+        resources:
+            **job_placement("mini_world"),
+            mem_mb=job_mem_mb("mini_world"),
+            runtime=job_runtime("mini_world"),
+        conda:
+            "../envs/sdi.yaml"
+        script:
+            "../workflow_scripts/mini_world.py"

@@ -174,3 +174,29 @@ rule summary:
         "../envs/sdi.yaml"
     script:
         "../workflow_scripts/summary.py"
+
+
+rule overview:
+    input:
+        split="results/{dataset}/split",
+        sdi=lambda w: filtered_dir(w.dataset, DEFAULT_VARIANT),
+        text=lambda w: [filtered_dir(w.dataset, v) for v in TEXT_VARIANTS[:1]],
+    output:
+        report(
+            "results/{dataset}/report/overview.png",
+            caption="../report/overview.rst",
+            category="Samples",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "overview"},
+        ),
+    log:
+        "logs/{dataset}/overview.log",
+    threads: job_threads("report_filter_figures")
+    resources:
+        **job_placement("report_filter_figures"),
+        mem_mb=job_mem_mb("report_filter_figures"),
+        runtime=job_runtime("report_filter_figures"),
+    conda:
+        "../envs/sdi.yaml"
+    script:
+        "../workflow_scripts/overview.py"

@@ -114,9 +114,46 @@ def enabled_datasets(config: dict) -> list[str]:
     return [name for name, entry in config["datasets"].items() if entry.get("root")]
 
 
+def mini_world_paths(config: dict) -> dict[str, str]:
+    """{'world', 'sd', 'clip', 'marker'}: the mini world that ``models.mini`` selects.
+
+    The world is ``{models.mini_root}/{first 16 hex of the recipe hash}`` (sdi.mini_world.world_folder),
+    a cache shared by working directories. Jobs take the marker, a file in the working directory
+    named by the same hash, as their input, never the cache folders: Snakemake deletes a rule's
+    outputs before it reruns the rule, and the cache is not the working directory's to delete. A new
+    recipe or library version is a new hash, so every job that used the old world reruns.
+    """
+    from sdi.mini_world import Recipe, world_folder
+
+    world = world_folder(Path(config["models"]["mini_root"]).expanduser(), Recipe())
+    return {"world": world.as_posix(), "sd": f"{world.as_posix()}/sd", "clip": f"{world.as_posix()}/clip",
+            "marker": f"resources/models/mini-world-{world.name}.json"}
+
+
+def mini_world_errors(config: dict) -> list[str]:
+    """A mini world folder that is there but incomplete or corrupt (sdi.mini_world.verify_world).
+
+    Snakemake trusts an output folder that exists, so a truncated or edited world would otherwise
+    reach every job; a folder that is not there yet is built by rule mini_world.
+    """
+    from sdi.mini_world import MiniWorldError, Recipe, verify_world
+
+    world = Path(mini_world_paths(config)["world"])
+    if not world.exists():
+        return []
+    try:
+        verify_world(world, Recipe())
+    except MiniWorldError as exc:
+        return [f"config.models.mini_root: {exc} (the next snakemake call builds it)"]
+    return []
+
+
 def model_paths(config: dict) -> dict[str, str | None]:
-    """{'sd', 'vae', 'clip'} folders in use: the tiny models or the configured ones."""
+    """{'sd', 'vae', 'clip'} folders in use: the mini world, the tiny models or the configured ones."""
     models = config["models"]
+    if models.get("mini"):
+        world = mini_world_paths(config)
+        return {"sd": world["sd"], "vae": None, "clip": world["clip"]}
     if models["tiny"]:
         return {"sd": TINY_MODELS["sd"], "vae": None, "clip": TINY_MODELS["clip"]}
     return {k: models.get(k) for k in ("sd", "vae", "clip")}
@@ -130,7 +167,15 @@ def path_errors(config: dict) -> list[str]:
             problems.append(f"config.datasets.{name}.root: folder {root} does not exist; set it to the "
                             f"dataset folder ({entry.get('format')} layout) or to null to leave it out")
     models = config["models"]
-    if not models["tiny"]:
+    if models.get("mini"):
+        clashing = [k for k in ("sd", "vae", "clip") if models.get(k)]
+        if clashing:
+            problems.append(f"config.models.mini is true, which uses the mini world's models, and "
+                            f"{', '.join(f'config.models.{k}' for k in clashing)} is set too; set models.mini "
+                            f"to false to use your folders, or {' and '.join(f'models.{k}' for k in clashing)} "
+                            f"to null for the mini world")
+        problems += mini_world_errors(config)
+    elif not models["tiny"]:
         missing = [k for k in ("sd", "clip") if not models.get(k)]
         for k in missing:
             problems.append(f"config.models.{k}: not set; with models.tiny: false, point it at a local folder")
