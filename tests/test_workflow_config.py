@@ -1,5 +1,7 @@
 """Config errors fail at DAG build, before any job, and name the key; dry runs plan."""
 
+import re
+
 import pytest
 import yaml
 
@@ -57,6 +59,38 @@ def test_missing_model_folder_is_named(workflow, tmp_path):
 
 
 @pytest.mark.workflow
+def test_mini_world_with_model_folders_is_named(workflow, tmp_path):
+    _edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache"),
+                                                         sd=str(tmp_path / "sd15"), clip=str(tmp_path / "clip")))
+    _fails_before_any_job(workflow, "config.models.mini is true", "config.models.sd, config.models.clip is set too")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.workflow
+def test_a_partial_mini_world_is_named_at_planning(workflow, tmp_path):
+    """A world folder that a killed build or a user left incomplete: Snakemake would trust it as rule
+    mini_world's output, so planning fails naming the file."""
+    from sdi.mini_world import Recipe, world_folder
+
+    world = world_folder(tmp_path / "cache", Recipe())
+    (world / "sd").mkdir(parents=True)
+    (world / "clip").mkdir()
+    _edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache")))
+    _fails_before_any_job(workflow, "config.models.mini_root:", f"{world}/manifest.json: missing")
+    assert (world / "sd").is_dir()  # reported, not removed
+
+
+def test_demo_on_the_mini_world_plans_from_a_fresh_folder(workflow, tmp_path):
+    """make demo's command: the mini world (not built yet: a job), its dataset and every method x 3 seeds."""
+    (workflow / "local.yaml").write_text(yaml.safe_dump({"models": {"mini_root": str(tmp_path / "cache")}}))
+    out = run_snakemake(workflow, "-n", "all", "--configfile", "config/mini_world.yaml", "local.yaml").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert jobs["mini_world"] == "1" and jobs["mini_dataset"] == "1" and "demo_dataset" not in jobs
+    assert jobs["train_classifier"] == "15" and jobs["overview"] == "1"
+    assert not (tmp_path / "cache").exists() and not (workflow / "results").exists()
+
+
+@pytest.mark.workflow
 def test_dataset_without_root_is_not_built(workflow):
     proc = run_snakemake(workflow, "-n", "--cores", "1", "results/cub/split", check=False)
     assert proc.returncode != 0
@@ -85,7 +119,6 @@ def test_bad_method_fails_before_any_job(workflow, method, entry, expected):
 def test_paper_cub_config_plans_the_whole_matrix(workflow, tiny_models, tmp_path):
     """`snakemake all -n --configfile config/paper/cub.yaml <site file>` plans the paper's CUB
     matrix once the site file names the dataset and model folders."""
-    import re
 
     from sdi.datasets import write_demo_digits
 
