@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, copy_workflow, run_snakemake
 
 from sdi.judge import judge_filtered, target_judge
+
+from conftest import REPO, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.science
 
