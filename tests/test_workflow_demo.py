@@ -184,7 +184,8 @@ def test_summary_and_report(demo_run):
         for figure in ("report/{}/grid.png", "report/{}/scores.png", "diagnostics/{}/projection.png"):
             path = res / "demo" / figure.format(variant)
             assert path.read_bytes() in blobs, f"{path} missing from report.html"
-    for path in (res / "summary.html", res / "summary.png", res / "demo" / "report" / "training_curves.png"):
+    for path in (res / "summary.html", res / "summary.png", res / "demo" / "report" / "training_curves.png",
+                 res / "demo" / "report" / "overview.png"):
         assert path.read_bytes() in blobs, f"{path} missing from report.html"
     assert sum(name == "grid.png" for name, _ in embedded) == 2
 
@@ -205,14 +206,14 @@ def test_only_invalidated_steps_rerun(demo_run):
 
     # runs that draw from every generated image (sdi-2x) do not depend on the filter
     _write_config(demo_run, filter={"keep_ratio": 0.25})
-    figures = {"diagnostics": 2, "report_filter_figures": 2, "training_curves": 1, "summary": 1}
+    figures = {"diagnostics": 2, "report_filter_figures": 2, "overview": 1, "training_curves": 1, "summary": 1}
     assert planned_jobs(demo_run) == {"filter_default": 1, "filter": 1, "train_classifier": 2, **figures, "all": 1}
 
     _write_config(demo_run, filter={"keep_ratio": 0.5},
                   samplers={"gauss": {"method": "gauss", "expansion": 3}, "text": {"method": "text", "expansion": 1}})
     assert planned_jobs(demo_run) == {"sample": 1, "generate": 2, "filter_default": 1, "train_classifier": 4,
-                                      "diagnostics": 1, "report_filter_figures": 1, "training_curves": 1,
-                                      "summary": 1, "all": 1}
+                                      "diagnostics": 1, "report_filter_figures": 1, "overview": 1,
+                                      "training_curves": 1, "summary": 1, "all": 1}
 
     _write_config(demo_run, samplers=SMALL["samplers"])
     assert planned_jobs(demo_run) == {}
