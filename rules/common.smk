@@ -7,8 +7,8 @@ from sdi.config import (
     ConfigError,
     TINY_MODELS,
     device_problem,
-    mini_world_paths,
     enabled_datasets,
+    mini_world_paths,
     model_paths,
     validate_config,
     variant_settings,
@@ -43,6 +43,8 @@ onstart:
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
+# the mini world's cache folder and working-directory marker (sdi.config.mini_world_paths), once
+MINI_WORLD = mini_world_paths(config) if config["models"]["mini"] else None
 # A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job;
 # so does a models.filter_clip entry whose files are missing or cut short.
 _misfits = projector_fit_errors(
@@ -158,7 +160,7 @@ def model_input(*names):
     every job that used them.
     """
     if config["models"]["mini"]:
-        return {"mini_world": mini_world_paths(config)["marker"]}
+        return {"mini_world": MINI_WORLD["marker"]}
     if config["models"]["tiny"]:
         return {name: TINY_MODELS[name] for name in names if name in TINY_MODELS}
     return {

@@ -28,14 +28,14 @@ if config["models"]["mini"]:
     rule mini_world:
         output:
             # a marker in the working directory, not the cache folders (sdi.config.mini_world_paths)
-            mini_world_paths(config)["marker"],
+            MINI_WORLD["marker"],
         log:
             "logs/models/mini_world.log",
         benchmark:
             "benchmarks/models/mini_world.tsv"
         params:
             root=config["models"]["mini_root"],
-            world=mini_world_paths(config)["world"],
+            world=MINI_WORLD["world"],
         threads: job_threads("mini_world")
         resources:
             **job_placement("mini_world"),

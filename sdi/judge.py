@@ -3,13 +3,17 @@
 The judge is not part of the pipeline and never sees what the pipeline trains on: the class
 judge is a small CNN trained here on real digits held out of the mini world (or any labelled
 images given to :func:`train_judge`), the look judge reads the colours off the pixels. Used by
-``bench/mini_world.py`` (class fidelity of text-prompted samples) and meant for the science test.
+``bench/mini_world.py`` (class fidelity of text-prompted samples) and the science test (tests/test_science.py).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 
 from sdi import mini_corpus as corpus
@@ -140,11 +144,6 @@ def judge_filtered(judge: DigitJudge, filtered_dir, workdir=".", looks=corpus.DE
     class_accuracy is the fraction the judge labels with the class the image was generated for and
     look_accuracy the fraction whose colours are one of looks (:func:`in_looks`).
     """
-    from pathlib import Path
-
-    import pandas as pd
-    from PIL import Image
-
     table = pd.read_parquet(Path(filtered_dir) / "manifest.parquet")
     images = np.stack([np.asarray(Image.open(Path(workdir) / p).convert("RGB").resize(
         (corpus.IMAGE_SIZE, corpus.IMAGE_SIZE), Image.Resampling.BILINEAR)) for p in table.path])
