@@ -4,12 +4,12 @@ Both use the same loaded pipeline, samples and settings:
 
 - reference style: one ``StableDiffusionPipeline`` call per image with ``prompt_embeds`` and
   ``negative_prompt_embeds`` (as the paper's code does), PIL output saved synchronously;
-- engine: :func:`sdi.generation.generate_shard` (batched pipeline calls, per-image seeded
+- engine: :func:`sdi.pipeline.generation.generate_shard` (batched pipeline calls, per-image seeded
   latents, PNG encoding with provenance in background threads, manifest).
 
 On a GPU the models are the full SD v1.5 architecture with random weights (configs below,
 same FLOPs as the real checkpoint; nothing is downloaded) at 512x512; on a CPU the tiny
-models of :mod:`sdi.tiny_models` at 64x64. Prints images/s of each and their ratio, and on a
+models of :mod:`sdi.models.tiny` at 64x64. Prints images/s of each and their ratio, and on a
 GPU the fraction of the physical limit and the projected hours for CUB at 40x.
 
     python bench/bench_generation.py                      # CPU: tiny models (what `make bench` runs)
@@ -35,8 +35,8 @@ import torch  # noqa: E402
 
 import sdi  # noqa: E402,F401  (offline mode for the HF libraries)
 from sdi import NEGATIVE_PROMPT  # noqa: E402
-from sdi.generation import GenerationSettings, ImageGenerator, generate_shard  # noqa: E402
-from sdi.models import resolve_device  # noqa: E402
+from sdi.models.devices import resolve_device  # noqa: E402
+from sdi.pipeline.generation import GenerationSettings, ImageGenerator, generate_shard  # noqa: E402
 
 # One UNet forward of SD v1.5 on one 64x64 latent (512x512 image) with 77 text tokens, and one
 # VAE decode of a 64x64 latent, in TFLOP (2 x multiply-adds). Classifier-free guidance runs the
@@ -47,11 +47,11 @@ CUB_TRAIN_IMAGES = 5994
 CUB_EXPANSION = 40
 
 def build_sd15_random(folder: Path, device: torch.device) -> Path:
-    """SD v1.5's architecture with random weights in the hub's layout (:mod:`sdi.random_models`), fp32 files.
+    """SD v1.5's architecture with random weights in the hub's layout (:mod:`sdi.models.random_models`), fp32 files.
 
     Initialised on device (on a GPU: seconds instead of a minute); ImageGenerator casts to --dtype.
     """
-    from sdi.random_models import build_random_sd
+    from sdi.models.random_models import build_random_sd
 
     folder = build_random_sd(folder, "full", precisions=("fp32",), device=device)
     if device.type == "cuda":
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="denoising steps (default: cpu 20, gpu 50)")
     parser.add_argument("--guidance", type=float, default=2.0, help="guidance scale (> 1: classifier-free guidance)")
     parser.add_argument("--batch-size", default="auto",
-                        help="engine batch size, or auto (sdi.generation.auto_batch_size)")
+                        help="engine batch size, or auto (sdi.pipeline.generation.auto_batch_size)")
     parser.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="GPU dtype (CPU: fp32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (both styles share it)")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
             print("building SD v1.5 architecture with random weights ...", flush=True)
             sd = build_sd15_random(tmp / "sd15", device)
         else:
-            from sdi.tiny_models import build_tiny_sd
+            from sdi.models.tiny import build_tiny_sd
 
             sd = build_tiny_sd(tmp / "tiny-sd")
         gen = ImageGenerator.from_folders(sd, scheduler="ddim", dtype=args.dtype, device=str(device),

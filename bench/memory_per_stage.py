@@ -92,18 +92,20 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
     import torch
 
     import sdi  # noqa: F401
-    from sdi.models import model_dims, resolve_device
+    from sdi.models.devices import resolve_device
+    from sdi.models.folders import model_dims
 
     gpu = resolve_device(args.device).type == "cuda"
     table = pd.DataFrame(_write_images(work / "images", max(units, batch, 8)))
     sd, vae, clip = args.sd, args.vae, args.clip
     dtype = "fp32"
     if stage == "import":
-        from sdi import classifier, embeddings, filtering, generation, train_projector  # noqa: F401
+        from sdi.pipeline import generation  # noqa: F401
+        from sdi.training import classifier, projector  # noqa: F401
         dtype = ""
     elif stage == "projector-load":
-        from sdi.models import load_clip_vision
-        from sdi.train_projector import load_frozen_models
+        from sdi.models.loaders import load_clip_vision
+        from sdi.training.projector import load_frozen_models
 
         model, _ = load_clip_vision(clip, device=args.device)
         _touch(model)
@@ -112,15 +114,15 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
         _touch(frozen.unet, frozen.vae, frozen.text_encoder)
         dtype = "fp16"
     elif stage == "projector":
-        from sdi.train_projector import train_projector
+        from sdi.training.projector import train_projector
 
         dtype = "fp16 mixed" if gpu else "fp32"
         train_projector(table.iloc[:batch], sd, clip, work / f"projector-{batch}", epochs=1, batch_size=batch,
                         image_size=args.resolution, mixed_precision="fp16" if gpu else "no", device=args.device)
     elif stage in ("embeddings-load", "embeddings"):
-        from sdi.embeddings import extract_embeddings
-        from sdi.models import load_clip_vision
-        from sdi.projector import SemanticProjector
+        from sdi.models.loaders import load_clip_vision
+        from sdi.models.projector import SemanticProjector
+        from sdi.pipeline.embeddings import extract_embeddings
 
         projector = work / "projector-random"
         if not (projector / "config.json").exists():
@@ -132,13 +134,13 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
             extract_embeddings(table.iloc[:units], projector, clip, batch_size=batch, device=args.device)
     elif stage in ("generate-load", "generate"):
         if stage == "generate-load":
-            from sdi.models import load_sd_pipeline
+            from sdi.models.loaders import load_sd_pipeline
 
             pipe = load_sd_pipeline(sd, vae, device=args.device, dtype=torch.float16)
             _touch(pipe.unet, pipe.vae, pipe.text_encoder)
             dtype = "fp16"
         else:
-            from sdi.generation import GenerationSettings, ImageGenerator, generate_shard
+            from sdi.pipeline.generation import GenerationSettings, ImageGenerator, generate_shard
 
             generator = ImageGenerator.from_folders(sd, vae, dtype="fp16", device=args.device)
             dtype = generator.dtype_name
@@ -148,8 +150,8 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
             generate_shard(samples, generator, work / f"generated-{batch}",
                            GenerationSettings(steps=args.steps, resolution=args.resolution), batch_size=batch)
     elif stage in ("filter-load", "filter"):
-        from sdi.filtering import filter_generated
-        from sdi.models import load_clip
+        from sdi.models.loaders import load_clip
+        from sdi.pipeline.filtering import filter_generated
 
         if stage == "filter-load":
             _touch(load_clip(clip, device=args.device, dtype=torch.float16)[0])
@@ -158,7 +160,7 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
             filter_generated(table.iloc[:units], clip, 0.5, work / f"filtered-{batch}", batch_size=batch,
                              device=args.device)
     elif stage == "classifier":
-        from sdi.classifier import train_classifier
+        from sdi.training.classifier import train_classifier
 
         train_classifier(table.iloc[:batch], table.iloc[:8], table.iloc[:8], work / f"classifier-{batch}",
                          num_classes=2, epochs=1, batch_size=batch, device=args.device, num_workers=0)
@@ -215,7 +217,7 @@ def predict(rows: list[dict], stage: str, batch: int, base_gib: float | None) ->
 
 def weights_gib(args: argparse.Namespace, stage: str) -> float:
     """Size of the weight files a stage loads (safetensors are memory-mapped: resident once used)."""
-    from sdi.models import SD_COMPONENTS, sd_weights_variant, weight_files, weights_variant
+    from sdi.models.folders import SD_COMPONENTS, sd_weights_variant, weight_files, weights_variant
 
     def files(folder: Path, variant: str | None) -> float:
         found = weight_files(folder)
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.stage:
         child(args)
         return []
-    from sdi.tables import atomic_write
+    from sdi.io.artifacts import atomic_write
 
     if args.render:
         name = "cuda" if args.device.startswith("cuda") else args.device
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if not all((root / n).is_dir() for n in names.values()):
                 print(f"building SD v1.5, sd-vae-ft-mse and CLIP ViT-L/14 with random weights in {root} ...",
                       flush=True)
-                subprocess.run([sys.executable, "-c", "import sys, sdi; from sdi.random_models import "
+                subprocess.run([sys.executable, "-c", "import sys, sdi; from sdi.models.random_models import "
                                 "build_fullsize_models as b; b(sys.argv[1], device=sys.argv[2])", str(root),
                                 args.device], check=True)
             args.sd, args.vae, args.clip = (root / names[k] for k in ("sd", "vae", "clip"))

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from sdi import NEGATIVE_PROMPT
-from sdi import mini_corpus as corpus
-from sdi.judge import held_out_judge, judge_classes, judge_looks
-from sdi.mini_world import Recipe, build_world, ensure_mini_world
-from sdi.models import load_sd_pipeline
+from sdi.data import mini_corpus as corpus
+from sdi.evaluation.judge import held_out_judge, judge_classes, judge_looks
+from sdi.models.loaders import load_sd_pipeline
+from sdi.models.mini_world import Recipe, build_world, ensure_mini_world
 
 
 def generate(pipe, prompts: list[str], guidance: float, steps: int, seed: int, batch: int = 100) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Training-set sizes and steps per epoch of a paper config's methods, on dataset-sized manifests.
 
 Uses the workflow's own code: the config files merged as Snakemake merges them, the method
-resolution of :func:`sdi.summary.methods` and :func:`sdi.training_set.build_training_set` over
+resolution of :func:`sdi.config.experiments.methods` and :func:`sdi.pipeline.training_set.build_training_set` over
 stand-in manifests of the dataset's size (no images are read). Compare with METHOD.md section 8
 (CUB: real only ~12, RandAugment ~246, SDI 5x ~70 steps per epoch).
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sdi.config import merged_config_files
-from sdi.filtering import select_top
-from sdi.summary import experiment_errors, methods
-from sdi.training_set import build_training_set, counts, steps_per_epoch, synthetic_pool
+from sdi.config.experiments import experiment_errors, methods
+from sdi.config.validation import merged_config_files
+from sdi.pipeline.filtering import select_top
+from sdi.pipeline.training_set import build_training_set, counts, steps_per_epoch, synthetic_pool
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
 # Downstream classifier (METHOD sections 7-8): ResNet50 from scratch on real (+ copies, + synthetic).
-# One job per dataset x method x seed of config.experiments (see sdi/summary.py).
+# One job per dataset x method x seed of config.experiments (see sdi/evaluation/summary.py).
 
 
 rule train_classifier:

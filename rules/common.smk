@@ -3,26 +3,18 @@ import re
 
 import sdi  # sets the Hugging Face libraries offline before anything imports them
 
-from sdi.config import (
-    ConfigError,
-    TINY_MODELS,
-    device_problem,
-    enabled_datasets,
-    mini_world_paths,
-    model_paths,
-    validate_config,
-    variant_settings,
-    without_execution,
-)
-from sdi.datasets import CUB_FILES, DatasetError, dataset_listing
-from sdi.fingerprints import ListingError, list_files, write_listing
-from sdi.medmnist import npz_path
-from sdi.model_folders import filter_clip_errors, projector_fit_errors
-from sdi.summary import TRAINING_SET_KEYS, experiment_errors, methods, run_snapshot
-from sdi.tracking import tracking_problem
+from sdi.config.validation import ConfigError, TINY_MODELS, device_problem, enabled_datasets, mini_world_paths, model_paths, validate_config, variant_settings, without_execution
+from sdi.data.readers.cub import CUB_FILES
+from sdi.data.readers.base import DatasetError
+from sdi.data.readers import dataset_listing
+from sdi.io.fingerprints import ListingError, list_files, write_listing
+from sdi.data.readers.medmnist import npz_path
+from sdi.models.folders import filter_clip_errors, projector_fit_errors
+from sdi.config.experiments import TRAINING_SET_KEYS, experiment_errors, methods, run_snapshot
+from sdi.config.tracking import tracking_problem
 
 # Once, before anything reads config: the schema's checks (each problem named with its key),
-# its defaults filled in, then references between keys and folders (sdi.config).
+# its defaults filled in, then references between keys and folders (sdi.config.validation).
 try:
     validate_config(config, workflow.source_path("../config/schema.yaml"))
 except ConfigError as exc:
@@ -43,7 +35,7 @@ onstart:
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
-# the mini world's cache folder and working-directory marker (sdi.config.mini_world_paths), once
+# the mini world's cache folder and working-directory marker (sdi.config.validation.mini_world_paths), once
 MINI_WORLD = mini_world_paths(config) if config["models"]["mini"] else None
 # A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job;
 # so does a models.filter_clip entry whose files are missing or cut short.
@@ -90,7 +82,7 @@ def dataset_entry(wildcards):
     return entry
 
 
-# Input listings of user folders (sdi.fingerprints), written while planning.
+# Input listings of user folders (sdi.io.fingerprints), written while planning.
 LISTINGS = ".snakemake/sdi/listings"
 
 
@@ -258,7 +250,7 @@ def classifier_synthetic(wildcards):
 
 
 def method_synthetic(dataset, m):
-    """The synthetic input of a resolved method (sdi.summary.methods): shards, filtered or none."""
+    """The synthetic input of a resolved method (sdi.config.experiments.methods): shards, filtered or none."""
     if m["variant"] is None:
         return {}
     if m["pool"] == "generated":
@@ -283,7 +275,7 @@ def classifier_settings(wildcards):
 
 
 def training_set_of(method):
-    """How a resolved method's training set is built (sdi.training_set.method_training_set)."""
+    """How a resolved method's training set is built (sdi.pipeline.training_set.method_training_set)."""
     return {k: method[k] for k in TRAINING_SET_KEYS}
 
 

@@ -8,7 +8,7 @@ DEFAULT_EXPORT = {"variant": DEFAULT_VARIANT}
 
 
 def export_method(wildcards):
-    """The resolved method (sdi.summary.methods) that results/<dataset>/export/<name> writes."""
+    """The resolved method (sdi.config.experiments.methods) that results/<dataset>/export/<name> writes."""
     name = wildcards.export
     if name in METHODS:
         return METHODS[name]

@@ -27,8 +27,6 @@ workflow imports it while planning, before any job needs torch.
 
 import importlib
 import os
-import sys
-import types
 
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DIFFUSERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
@@ -44,18 +42,18 @@ NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"
 
 # The Python API: name -> the module that defines it (imported on first use).
 _API = {
-    "read_dataset": "sdi.datasets",
-    "make_split": "sdi.datasets",
-    "train_projector": "sdi.train_projector",
-    "extract_embeddings": "sdi.embeddings",
-    "sample_class_embeddings": "sdi.sampling",
-    "ImageGenerator": "sdi.generation",
-    "GenerationSettings": "sdi.generation",
-    "generate_shard": "sdi.generation",
-    "filter_generated": "sdi.filtering",
-    "method_training_set": "sdi.training_set",
-    "train_classifier": "sdi.classifier",
-    "export_dataset": "sdi.export",
+    "read_dataset": "sdi.data.readers",
+    "make_split": "sdi.data.split",
+    "train_projector": "sdi.training.projector",
+    "extract_embeddings": "sdi.pipeline.embeddings",
+    "sample_class_embeddings": "sdi.pipeline.sampling",
+    "ImageGenerator": "sdi.pipeline.generation",
+    "GenerationSettings": "sdi.pipeline.generation",
+    "generate_shard": "sdi.pipeline.generation",
+    "filter_generated": "sdi.pipeline.filtering",
+    "method_training_set": "sdi.pipeline.training_set",
+    "train_classifier": "sdi.training.classifier",
+    "export_dataset": "sdi.pipeline.export",
 }
 __all__ = ["PROMPT", "PLACEHOLDER_TOKEN", "NEGATIVE_PROMPT", *_API]
 
@@ -70,16 +68,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_API})
-
-
-class _Package(types.ModuleType):
-    """``sdi.train_projector`` is both a module and its stage function. Importing the module binds it on
-    the package; this keeps the name for the function (``from sdi.train_projector import ...`` is unchanged)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -46,7 +46,7 @@ def no_network():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """{'sd': folder, 'clip': folder}: tiny random models saved in the real layouts."""
-    from sdi.tiny_models import build_tiny_clip, build_tiny_sd
+    from sdi.models.tiny import build_tiny_clip, build_tiny_sd
 
     root = tmp_path_factory.mktemp("models")
     return {"sd": build_tiny_sd(root / "sd"), "clip": build_tiny_clip(root / "clip")}
@@ -55,7 +55,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def digits_split(tmp_path_factory) -> dict:
     """Split manifests (DataFrames) of a small digits dataset: 6 train / 4 test per class."""
-    from sdi.datasets import make_split, read_cub, write_demo_digits
+    from sdi.data.demo import write_demo_digits
+    from sdi.data.readers.cub import read_cub
+    from sdi.data.split import make_split
 
     root = write_demo_digits(tmp_path_factory.mktemp("digits") / "cub", 6, 4, image_size=64, seed=0)
     return make_split(read_cub(root), val_fraction=0.34, seed=0)

@@ -11,19 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdi.classifier import (
-    MEAN,
-    STD,
-    Cutout,
-    GridMask,
-    ManifestDataset,
-    build_transforms,
-    evaluate,
-    load_classifier,
-    train_classifier,
-)
-from sdi.images import load_rgb
-from sdi.metrics import classification_metrics
+from sdi.evaluation.metrics import classification_metrics
+from sdi.io.images import load_rgb
+from sdi.training.classifier import ManifestDataset, evaluate, load_classifier, train_classifier
+from sdi.training.transforms import MEAN, STD, Cutout, GridMask, build_transforms
 
 TINY = {"num_classes": 10, "epochs": 2, "batch_size": 16, "resize": 40, "crop": 32, "seed": 0,
         "device": "cpu", "num_workers": 0}
@@ -233,7 +224,7 @@ def test_synthetic_rows_are_counted_and_used(digits_split, tmp_path):
 def test_train_set_parquet_is_the_exact_training_set(digits_split, tmp_path):
     """multiples: 2 from an unfiltered pool trains on n_c real + 2 n_c synthetic images per class,
     and train_set.parquet lists exactly those rows."""
-    from sdi.training_set import build_training_set, steps_per_epoch
+    from sdi.pipeline.training_set import build_training_set, steps_per_epoch
 
     train, val, test = digits_split["train"], digits_split["val"], digits_split["test"]
     # stand-in generated images (3 per class, fewer than 2 n_c: drawn with replacement)
@@ -266,8 +257,8 @@ def test_arch_selects_any_torchvision_model(digits_split, tmp_path):
     loads back as that model; the planning list is torchvision's own."""
     import torchvision
 
-    from sdi.classifier import load_classifier
-    from sdi.config import CLASSIFIER_ARCHS
+    from sdi.config.validation import CLASSIFIER_ARCHS
+    from sdi.training.classifier import load_classifier
 
     assert sorted(CLASSIFIER_ARCHS) == sorted(torchvision.models.list_models(module=torchvision.models))
     train, val, test = digits_split["train"], digits_split["val"], digits_split["test"]
@@ -281,7 +272,7 @@ def test_arch_selects_any_torchvision_model(digits_split, tmp_path):
 def test_unknown_arch_fails_at_planning():
     import yaml
 
-    from sdi.config import ConfigError, validate_config
+    from sdi.config.validation import ConfigError, validate_config
 
     from conftest import REPO
 

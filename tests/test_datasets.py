@@ -6,16 +6,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdi.datasets import (
-    DatasetError,
-    check_images,
-    class_name_from_folder,
-    load_rgb,
-    make_split,
-    read_cub,
-    read_dataset,
-    read_imagefolder,
-)
+from sdi.data.readers import read_dataset
+from sdi.data.readers.base import DatasetError, check_images, class_name_from_folder
+from sdi.data.readers.cub import read_cub
+from sdi.data.readers.imagefolder import read_imagefolder
+from sdi.data.split import make_split
+from sdi.io.images import load_rgb
 
 MODES = ["RGB", "L", "RGBA", "CMYK", "P", "LA"]
 

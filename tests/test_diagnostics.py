@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdi.diagnostics import class_diagnostics, near_duplicates, prdc, run_diagnostics
+from sdi.evaluation.diagnostics import class_diagnostics, near_duplicates, prdc, run_diagnostics
 
 
 def _classes(rng, n_per_class=20, d=8, n_classes=3):

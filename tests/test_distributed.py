@@ -1,5 +1,5 @@
 """Multi-process (DDP) training on the CPU: two gloo processes started by torchrun, as a job given
-two GPUs starts two NCCL ones (sdi.distributed)."""
+two GPUs starts two NCCL ones (sdi.training.distributed)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdi import distributed
+from sdi.training import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_world_size_follows_the_request():
 SYNC_BN_STEP = '''
 import sys, torch
 from torch import nn
-from sdi import distributed
+from sdi.training import distributed
 
 batch, weight, out = torch.load(sys.argv[1]), torch.load(sys.argv[2]), sys.argv[3]
 with distributed.process_group("cpu"):
@@ -101,7 +101,7 @@ def test_sync_batchnorm_on_cpu_equals_batchnorm_on_the_global_batch(tmp_path):
 # --------------------------------------------------------------------------- classifier
 def test_classifier_on_two_processes(digits_split, tmp_path, capsys, caplog):
     """The workflow's classifier job (rule train_classifier) in two torchrun processes."""
-    caplog.set_level(logging.INFO, logger="sdi.distributed")
+    caplog.set_level(logging.INFO, logger="sdi.training.distributed")
     split = tmp_path / "split"
     split.mkdir()
     for name in ("train", "val", "test"):
@@ -110,10 +110,10 @@ def test_classifier_on_two_processes(digits_split, tmp_path, capsys, caplog):
     job = {"split": str(split), "training_set": {}, "out_dir": str(out), "tracking": None,
            "settings": {"epochs": 2, "batch_size": 16, "resize": 36, "crop": 32, "seed": 0, "device": "cpu",
                         "num_workers": 0}}
-    distributed.launch("sdi.classifier", job, 2)
+    distributed.launch("sdi.training.classifier", job, 2)
     output = capsys.readouterr().err
     # the rule's log holds the job as torchrun's processes got it, to rerun it by hand
-    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sdi.classifier job ")]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sdi.training.classifier job ")]
     assert len(logged) == 1 and json.loads(logged[0].split("'<job>'): ", 1)[1]) == job
 
     # one set of files, written once (rank 0), nothing half-written
@@ -141,15 +141,15 @@ def test_classifier_on_two_processes(digits_split, tmp_path, capsys, caplog):
 def test_a_failing_process_fails_the_launch(tmp_path):
     job = {"split": str(tmp_path / "missing"), "training_set": {}, "out_dir": str(tmp_path / "clf"),
            "settings": {"device": "cpu"}}
-    with pytest.raises(RuntimeError, match="sdi.classifier: 2 training processes"):
-        distributed.launch("sdi.classifier", job, 2)
+    with pytest.raises(RuntimeError, match="sdi.training.classifier: 2 training processes"):
+        distributed.launch("sdi.training.classifier", job, 2)
 
 
 # --------------------------------------------------------------------------- projector
 def test_projector_on_two_processes(tiny_models, digits_split, tmp_path, capsys):
     """The workflow's projector job (rule train_projector) in two torchrun processes."""
-    from sdi.projector import SemanticProjector
-    from sdi.train_projector import STATE_FILE
+    from sdi.models.projector import SemanticProjector
+    from sdi.training.projector import STATE_FILE
 
     manifest = tmp_path / "train.parquet"
     digits_split["train"].head(16).to_parquet(manifest, index=False)
@@ -157,7 +157,7 @@ def test_projector_on_two_processes(tiny_models, digits_split, tmp_path, capsys)
     job = {"manifest": str(manifest), "sd_path": str(tiny_models["sd"]), "clip_path": str(tiny_models["clip"]),
            "out_dir": str(out), "tracking": None,
            "settings": {"epochs": 2, "batch_size": 4, "checkpoint_every": 1, "seed": 0, "device": "cpu"}}
-    distributed.launch("sdi.train_projector", job, 2)
+    distributed.launch("sdi.training.projector", job, 2)
     output = capsys.readouterr().err
 
     # 16 images, 4 per process and step, 2 processes: 2 steps per epoch

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sdi.embeddings import extract_embeddings, read_embeddings, write_embeddings
-from sdi.images import load_rgb
-from sdi.models import load_clip_vision
-from sdi.projector import SemanticProjector
+from sdi.io.images import load_rgb
+from sdi.models.loaders import load_clip_vision
+from sdi.models.projector import SemanticProjector
+from sdi.pipeline.embeddings import extract_embeddings, read_embeddings, write_embeddings
 
 
 @pytest.fixture(scope="module")

@@ -149,8 +149,8 @@ def test_torchvision_imagefolder_and_webdataset_read_it(run):
 
 
 def test_repeated_draws_real_copies_and_replacing_an_export(run, tmp_path, monkeypatch):
-    from sdi.export import ExportError, export_dataset
-    from sdi.training_set import read_generated
+    from sdi.pipeline.export import ExportError, export_dataset
+    from sdi.pipeline.training_set import read_generated
 
     monkeypatch.chdir(run)  # manifests name images relative to the workflow folder
     res = Path("results/demo")
@@ -224,7 +224,7 @@ def test_tensorboard_events_hold_the_logged_values(run):
 
 
 def test_wandb_configured_but_missing_is_named():
-    from sdi.tracking import TrackingConfig, TrackingError, require_wandb, tracking_problem
+    from sdi.config.tracking import TrackingConfig, TrackingError, require_wandb, tracking_problem
 
     config = {"tracking": {"wandb": {"project": "sdi"}}}
     assert TrackingConfig.from_config(config).wandb == {"project": "sdi", "mode": "offline"}
@@ -259,9 +259,9 @@ def test_python_api_is_light_to_import_and_documented():
         assert callable(function) and function.__doc__, name
         signature = inspect.signature(function)
         assert signature.return_annotation is not inspect.Signature.empty, name
-    import sdi.train_projector  # noqa: F401  (the module of the same name does not shadow the function)
+    import sdi.training.projector  # noqa: F401  (the module of the same name does not shadow the function)
 
-    assert inspect.isfunction(sdi.train_projector)
+    assert inspect.isfunction(sdi.training.projector)
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):

@@ -13,9 +13,10 @@ import torch
 import yaml
 from PIL import Image, ImageDraw
 
-from sdi.filtering import filter_generated
-from sdi.models import ModelFolderError, OpenClip, TransformersClip, filter_clip_errors, load_clip, load_filter_clip
-from sdi.random_models import TINY_OPEN_CLIP, TINY_WIDTH, build_tiny_open_clip
+from sdi.models.folders import ModelFolderError, filter_clip_errors
+from sdi.models.loaders import OpenClip, TransformersClip, load_clip, load_filter_clip
+from sdi.models.random_models import TINY_OPEN_CLIP, TINY_WIDTH, build_tiny_open_clip
+from sdi.pipeline.filtering import filter_generated
 
 from conftest import run_snakemake
 
@@ -115,8 +116,8 @@ def test_filter_scores_with_the_open_clip_model(open_clip_spec, tiny_models, tmp
 
 
 def test_diagnostics_use_the_open_clip_space(open_clip_spec, tiny_models, tmp_path):
-    from sdi.diagnostics import diagnose_variant, run_diagnostics
-    from sdi.embeddings import embed_image_files, write_embeddings
+    from sdi.evaluation.diagnostics import diagnose_variant, run_diagnostics
+    from sdi.pipeline.embeddings import embed_image_files, write_embeddings
 
     table = _image_table(tmp_path, n_per_class=4)
     train, test, kept = table.iloc[[0, 1, 4, 5]], table.iloc[[2, 6]], table.iloc[[3, 7]]

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sdi.filtering import (
+from sdi.models.loaders import load_clip
+from sdi.pipeline.filtering import (
     FilterError,
     clip_scores,
     filter_generated,
@@ -15,7 +16,6 @@ from sdi.filtering import (
     score_embeddings,
     select_top,
 )
-from sdi.models import load_clip
 
 REPO = Path(__file__).resolve().parents[1]
 

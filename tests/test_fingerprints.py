@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from sdi.datasets import dataset_listing
-from sdi.fingerprints import Listing, list_files, stat_files, write_if_changed, write_listing
+from sdi.data.readers import dataset_listing
+from sdi.io.fingerprints import Listing, list_files, stat_files, write_if_changed, write_listing
 
 from conftest import run_snakemake
 

@@ -25,23 +25,21 @@ import torch
 from PIL import Image
 
 from sdi import NEGATIVE_PROMPT, PROMPT
-from sdi.generation import (
+from sdi.io.artifacts import write_parquet
+from sdi.models.schedulers import METHOD_DDIM, SchedulerError, make_scheduler
+from sdi.pipeline.generation import (
     AUTO_BATCH_CPU,
     MANIFEST_COLUMNS,
-    METHOD_DDIM,
     GenerationError,
     GenerationSettings,
     ImageGenerator,
     auto_batch_size,
     generate_shard,
-    make_scheduler,
-    read_provenance,
     regenerate_image,
     to_pil,
-    vector_sha256,
     write_manifest,
 )
-from sdi.tables import write_parquet
+from sdi.pipeline.provenance import read_provenance, vector_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 D_CROSS = 32
@@ -208,7 +206,7 @@ def test_make_scheduler(tiny_models):
     assert {k: ddim.config[k] for k in METHOD_DDIM} == METHOD_DDIM
     euler = make_scheduler("EulerDiscreteScheduler", ddim.config)
     assert euler.config.beta_schedule == "scaled_linear"
-    with pytest.raises(GenerationError, match="generation.scheduler"):
+    with pytest.raises(SchedulerError, match="generation.scheduler"):
         make_scheduler("NoSuchScheduler", ddim.config)
 
 
@@ -231,7 +229,7 @@ def test_regenerate_command_gives_the_stored_bytes(reference, tiny_models, tmp_p
     write_manifest(manifest, tmp_path / "shard.parquet")
     write_parquet(samples, tmp_path / "samples.parquet")
     row = manifest.iloc[5]
-    cmd = [sys.executable, "-m", "sdi.regenerate", "--manifest", str(tmp_path / "shard.parquet"),
+    cmd = [sys.executable, "-m", "sdi.pipeline.regenerate", "--manifest", str(tmp_path / "shard.parquet"),
            "--sample-id", row.sample_id, "--samples", str(tmp_path / "samples.parquet"),
            "--sd", str(tiny_models["sd"]), "--out", str(tmp_path / "again.png"), "--device", "cpu", "--compare"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from sdi.workflow import claim_gpus
+from sdi.io.jobs import claim_gpus
 
 CLAIM = """
 import os, sys, time
 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-from sdi.workflow import claim_gpus
+from sdi.io.jobs import claim_gpus
 ids = claim_gpus(int(sys.argv[1]), available=2, lock_dir=sys.argv[2], poll_s=0.05)
 print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 time.sleep(float(sys.argv[3]))

@@ -16,13 +16,16 @@ import pytest
 import yaml
 from PIL import Image
 
-from sdi.config import SCHEDULERS, ConfigError, validate_config
-from sdi.datasets import DatasetError, dataset_listing, make_split, read_imagefolder, stratified_split
-from sdi.export import class_dir, export_table
-from sdi.fingerprints import ListingError
-from sdi.images import IMG_EXTENSIONS, load_rgb
-from sdi.sampling import n_generated, sample_class_embeddings
-from sdi.training_set import method_training_set
+from sdi.config.validation import SCHEDULERS, ConfigError, validate_config
+from sdi.data.readers import dataset_listing
+from sdi.data.readers.base import DatasetError
+from sdi.data.readers.imagefolder import read_imagefolder
+from sdi.data.split import make_split, stratified_split
+from sdi.io.fingerprints import ListingError
+from sdi.io.images import IMG_EXTENSIONS, load_rgb
+from sdi.pipeline.export import class_dir, export_table
+from sdi.pipeline.sampling import n_generated, sample_class_embeddings
+from sdi.pipeline.training_set import method_training_set
 
 from conftest import ONE_THREAD_JOBS, REPO, copy_workflow, run_snakemake
 
@@ -162,7 +165,7 @@ def _embeddings(sizes: dict[int, int], d: int = 6) -> pd.DataFrame:
 
 
 def test_gmm_records_and_warns_about_fewer_components(caplog):
-    with caplog.at_level(logging.WARNING, logger="sdi.sampling"):
+    with caplog.at_level(logging.WARNING, logger="sdi.pipeline.sampling"):
         samples = sample_class_embeddings(_embeddings({0: 2, 1: 8}), method="gmm", n_components=5, expansion=2,
                                           seed=0, n_shards=1)
     assert samples.groupby("label").n_components.unique().map(list).to_dict() == {0: [2], 1: [5]}
@@ -182,7 +185,7 @@ def test_positive_expansion_gives_every_class_a_sample():
 def test_a_class_without_synthetic_images_is_reported(caplog):
     real = pd.DataFrame({"path": ["r0", "r1"], "label": [0, 1]})
     kept = pd.DataFrame({"path": ["s0"], "label": [0], "sample_id": ["0000-000000"], "rank": [1], "kept": [True]})
-    with caplog.at_level(logging.WARNING, logger="sdi.training_set"):
+    with caplog.at_level(logging.WARNING, logger="sdi.pipeline.training_set"):
         train, _ = method_training_set(real, kept, variant="gauss", pool="kept")
     assert (train.source == "synthetic").sum() == 1
     assert any("no synthetic image" in r.getMessage() and "[1]" in r.getMessage() for r in caplog.records)
@@ -238,7 +241,7 @@ def test_variant_scheduler_override_is_checked():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers schedulers on numpy 2
 def test_every_listed_scheduler_builds(tiny_models):
-    from sdi.generation import make_scheduler
+    from sdi.models.schedulers import make_scheduler
 
     for name in SCHEDULERS:
         scheduler = make_scheduler(name, tiny_models["sd"])

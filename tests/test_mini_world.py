@@ -16,8 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdi import mini_corpus as corpus
-from sdi.mini_world import MANIFEST, MiniWorldError, Recipe, build_world, ensure_mini_world, verify_world, world_folder
+from sdi.data import mini_corpus as corpus
+from sdi.models.mini_world import (
+    MANIFEST,
+    MiniWorldError,
+    Recipe,
+    build_world,
+    ensure_mini_world,
+    verify_world,
+    world_folder,
+)
 
 # Small models, two steps each: what is tested is the build, the layout and the checks, not quality.
 TEST_RECIPE = Recipe(vae_widths=(8, 16, 16), vae_steps=2, vae_batch=8, clip_width=32, clip_layers=1, clip_steps=2,
@@ -59,8 +67,8 @@ def test_render_and_captions():
 
 
 def test_target_dataset_is_few_shot_held_out_and_narrow(tmp_path):
-    from sdi.datasets import read_cub
-    from sdi.judge import judge_looks
+    from sdi.data.readers.cub import read_cub
+    from sdi.evaluation.judge import judge_looks
 
     root = corpus.write_target_dataset(tmp_path / "target", train_per_class=5, test_per_class=20)
     table = read_cub(root)
@@ -83,7 +91,8 @@ def test_target_dataset_is_few_shot_held_out_and_narrow(tmp_path):
 
 
 def test_world_loads_through_the_project_loaders(world):
-    from sdi.models import check_clip_folder, check_sd_folder, load_clip, load_clip_vision, load_sd_pipeline, model_dims
+    from sdi.models.folders import check_clip_folder, check_sd_folder, model_dims
+    from sdi.models.loaders import load_clip, load_clip_vision, load_sd_pipeline
 
     check_sd_folder(world.sd)
     check_clip_folder(world.clip)
@@ -132,7 +141,7 @@ def test_corrupt_world_is_named_and_rebuilt(world, tmp_path):
 
 
 def test_killed_build_leaves_nothing_trusted(tmp_path):
-    code = ("import json, sys; from sdi.mini_world import Recipe, ensure_mini_world; "
+    code = ("import json, sys; from sdi.models.mini_world import Recipe, ensure_mini_world; "
             "ensure_mini_world(sys.argv[1], Recipe(**json.loads(sys.argv[2])))")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     recipe = json.dumps(dataclasses.asdict(TEST_RECIPE))

@@ -17,19 +17,17 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from sdi.models import (
+from sdi.models.folders import (
     ModelFolderError,
     check_projector_fits,
     check_weight_file,
-    load_clip,
-    load_clip_vision,
-    load_sd_pipeline,
     model_dims,
     projector_fit_errors,
     sd_weights_variant,
 )
-from sdi.projector import SemanticProjector
-from sdi.random_models import TINY_WIDTH, build_random_clip, build_random_sd
+from sdi.models.loaders import load_clip, load_clip_vision, load_sd_pipeline
+from sdi.models.projector import SemanticProjector
+from sdi.models.random_models import TINY_WIDTH, build_random_clip, build_random_sd
 
 from conftest import run_snakemake
 

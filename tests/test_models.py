@@ -6,14 +6,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from sdi.models import (
-    ModelFolderError,
-    load_clip,
-    load_clip_vision,
-    load_sd_pipeline,
-    model_dims,
-)
-from sdi.tiny_models import TINY_IMAGE_SIZE, TINY_WIDTH
+from sdi.models.folders import ModelFolderError, model_dims
+from sdi.models.loaders import load_clip, load_clip_vision, load_sd_pipeline
+from sdi.models.tiny import TINY_IMAGE_SIZE, TINY_WIDTH
 
 
 def test_folders_have_the_real_layouts(tiny_models):

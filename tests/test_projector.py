@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdi import PROMPT
-from sdi.conditioning import prompt_hidden_states, replace_placeholder
-from sdi.images import load_rgb
-from sdi.models import load_sd_pipeline
-from sdi.projector import SemanticProjector
-from sdi.train_projector import (
+from sdi.io.images import load_rgb
+from sdi.models.conditioning import prompt_hidden_states, replace_placeholder
+from sdi.models.loaders import load_sd_pipeline
+from sdi.models.projector import SemanticProjector
+from sdi.training.projector import (
     STATE_FILE,
     drop_embeddings,
     image_transform,

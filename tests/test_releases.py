@@ -12,17 +12,13 @@ import scipy.io as sio
 import yaml
 from PIL import Image
 
-from sdi.config import schema_errors
-from sdi.datasets import (
-    DatasetError,
-    check_images,
-    class_name_from_folder,
-    flowers102_classes,
-    make_split,
-    read_dataset,
-    read_imagefolder,
-)
-from sdi.medmnist import MEDMNIST_LABELS, npz_path, write_medmnist_images
+from sdi.config.validation import schema_errors
+from sdi.data.readers import read_dataset
+from sdi.data.readers.base import DatasetError, check_images, class_name_from_folder
+from sdi.data.readers.flowers102 import flowers102_classes
+from sdi.data.readers.imagefolder import read_imagefolder
+from sdi.data.readers.medmnist import MEDMNIST_LABELS, npz_path, write_medmnist_images
+from sdi.data.split import make_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,7 +237,7 @@ def test_medmnist_labels_match_the_package():
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 def test_medmnist_arrays_are_read_in_blocks(tmp_path, save):
-    from sdi.medmnist import _iter_rows
+    from sdi.data.readers.medmnist import _iter_rows
 
     images = np.random.default_rng(0).integers(0, 255, (37, 28, 28, 3), dtype=np.uint8)
     save(tmp_path / "x.npz", train_images=images)
@@ -533,13 +529,10 @@ def test_paper_style_entries_validate_and_unknown_keys_are_named():
 def test_schema_defaults_match_the_readers():
     import inspect
 
-    from sdi import datasets
+    from sdi.data.readers import FORMATS
 
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["definitions"]
-    readers = {"dataset_imagefolder": datasets.read_imagefolder, "dataset_dtd": datasets.read_dtd,
-               "dataset_caltech101": datasets.read_caltech101}
-    from sdi.medmnist import read_medmnist
-    readers["dataset_medmnist"] = read_medmnist
+    readers = {f"dataset_{fmt}": FORMATS[fmt].read for fmt in ("imagefolder", "dtd", "caltech101", "medmnist")}
     for definition, reader in readers.items():
         params = inspect.signature(reader).parameters
         for key, spec in schema[definition]["properties"].items():

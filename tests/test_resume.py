@@ -1,5 +1,5 @@
 """Kill-and-resume of the real workflow, at exact moments: a run is SIGKILLed (Snakemake and its
-job, as a lost node or a cancelled job would be) at each kill point of sdi.faults in turn, and
+job, as a lost node or a cancelled job would be) at each kill point of sdi.io.faults in turn, and
 after each kill the plain command (`snakemake --unlock`, then the same `snakemake --cores 1
 <target>`) goes on. The finished run is byte-identical to an uninterrupted one and leaves no
 temporary file behind. Kill points make the moments exact, so nothing here depends on timing."""

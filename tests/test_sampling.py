@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sdi.sampling import (
+from sdi.pipeline.sampling import (
     SAMPLE_COLUMNS,
     SamplingError,
     class_sampler_seed,

@@ -1,7 +1,7 @@
 """Does SDI work? The demo (config/mini_world.yaml) on the trained mini world, judged from outside.
 
 One run of ``snakemake all`` on the mini world's few-shot digits, then an independent judge
-(:func:`sdi.judge.target_judge`: a CNN trained on real digits that neither the mini world nor the
+(:func:`sdi.evaluation.judge.target_judge`: a CNN trained on real digits that neither the mini world nor the
 pipeline saw, drawn in the target dataset's looks) labels the generated images:
 
 - SDI's kept images carry their intended class (at least 70% by the judge);
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdi.judge import judge_filtered, target_judge
+from sdi.evaluation.judge import judge_filtered, target_judge
 
 from conftest import REPO, copy_workflow, run_snakemake
 
@@ -97,8 +97,8 @@ def broken(working, judge) -> dict:
 
 def test_the_judge_knows_real_digits(judge):
     """The judge itself: real held-out target digits (the target dataset's test images) it recognises."""
-    from sdi.judge import judge_classes
-    from sdi.mini_corpus import DEFAULT_TARGET_LOOKS, Look, load_mnist, render, source_split
+    from sdi.data.mini_corpus import DEFAULT_TARGET_LOOKS, Look, load_mnist, render, source_split
+    from sdi.evaluation.judge import judge_classes
 
     digits, labels = load_mnist()
     idx = source_split(labels)["target"]

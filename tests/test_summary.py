@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdi.summary import collect_runs, experiment_errors, methods, ranks, run_snapshot, summary_table, write_summary
+from sdi.config.experiments import experiment_errors, methods, run_snapshot
+from sdi.evaluation.summary import collect_runs, ranks, summary_table, write_summary
 
 TOP1 = {  # (dataset, method) -> top-1 per seed
     ("cub", "real"): [10.0, 14.0], ("cub", "sdi"): [60.0, 62.0], ("cub", "text"): [30.0, 40.0],

@@ -5,7 +5,7 @@ import pytest
 from transformers import CLIPTokenizer
 
 from sdi import PROMPT
-from sdi.tokenizer import placeholder_position, write_clip_tokenizer
+from sdi.models.tokenizer import placeholder_position, write_clip_tokenizer
 
 EOT = 49407
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from sdi.config import merged_config_files
-from sdi.filtering import select_top
-from sdi.summary import experiment_errors, methods
-from sdi.training_set import build_training_set, draw_per_class, select_kept, steps_per_epoch, synthetic_pool
+from sdi.config.experiments import experiment_errors, methods
+from sdi.config.validation import merged_config_files
+from sdi.pipeline.filtering import select_top
+from sdi.pipeline.training_set import build_training_set, draw_per_class, select_kept, steps_per_epoch, synthetic_pool
 
 REPO = Path(__file__).resolve().parents[1]
 

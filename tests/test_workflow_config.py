@@ -70,7 +70,7 @@ def test_mini_world_with_model_folders_is_named(workflow, tmp_path):
 def test_a_partial_mini_world_is_named_at_planning(workflow, tmp_path):
     """A world folder that a killed build or a user left incomplete: Snakemake would trust it as rule
     mini_world's output, so planning fails naming the file."""
-    from sdi.mini_world import Recipe, world_folder
+    from sdi.models.mini_world import Recipe, world_folder
 
     world = world_folder(tmp_path / "cache", Recipe())
     (world / "sd").mkdir(parents=True)
@@ -120,7 +120,7 @@ def test_paper_cub_config_plans_the_whole_matrix(workflow, tiny_models, tmp_path
     """`snakemake all -n --configfile config/paper/cub.yaml <site file>` plans the paper's CUB
     matrix once the site file names the dataset and model folders."""
 
-    from sdi.datasets import write_demo_digits
+    from sdi.data.demo import write_demo_digits
 
     cub = write_demo_digits(tmp_path / "CUB_200_2011", 3, 2, image_size=16)
     site = tmp_path / "site.yaml"
@@ -145,7 +145,7 @@ def test_device_is_validated(workflow):
 
 @pytest.mark.workflow
 def test_cuda_without_a_gpu_fails_before_any_job(workflow):
-    from sdi.workflow import visible_gpu_count
+    from sdi.io.jobs import visible_gpu_count
 
     if visible_gpu_count():
         pytest.skip("this machine has a GPU")
@@ -159,9 +159,9 @@ def test_cuda_without_a_gpu_fails_before_any_job(workflow):
 
 
 def test_execution_only_keys_are_the_schemas():
-    """sdi.config.EXECUTION_ONLY (what rules keep out of params and snapshots) is exactly what
+    """sdi.config.validation.EXECUTION_ONLY (what rules keep out of params and snapshots) is exactly what
     config/schema.yaml marks x-execution-only."""
-    from sdi.config import execution_only_paths
+    from sdi.config.validation import execution_only_paths
 
     from conftest import REPO
 
@@ -177,14 +177,14 @@ def test_execution_only_keys_are_the_schemas():
 
 @pytest.mark.parametrize("overlay", ["none", "paper/cub.yaml", "paper/pathmnist.yaml", "sparse"])
 def test_defaults_are_filled_as_snakemake_fills_them(overlay):
-    """The workflow validates its config once (sdi.config.validate_config), which also fills the
+    """The workflow validates its config once (sdi.config.validation.validate_config), which also fills the
     schema's defaults: the same filled config as snakemake.utils.validate gives, also for a
     config that leaves whole sections and nested job sizes out."""
     import copy
 
     from snakemake.utils import update_config, validate
 
-    from sdi.config import validate_config
+    from sdi.config.validation import validate_config
 
     from conftest import REPO
 

@@ -1,5 +1,5 @@
-from sdi.datasets import write_demo_digits
-from sdi.workflow import logged
+from sdi.data.demo import write_demo_digits
+from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     opts = snakemake.params.options

@@ -1,4 +1,4 @@
-"""Rule diagnostics: does a variant's sampling infill the real distribution (sdi.diagnostics)?
+"""Rule diagnostics: does a variant's sampling infill the real distribution (sdi.evaluation.diagnostics)?
 
 input:  embeddings (embeddings.parquet), samples (SEI variants only), filtered (the variant's filter
         folder), split (the split folder: test.parquet), clip (tiny models only).
@@ -7,9 +7,9 @@ params: out_dir; models (the CLIP folder in use); options (config.diagnostics le
         batch_size come from the config (execution-only).
 """
 
-from sdi.config import execution_settings
-from sdi.diagnostics import diagnose_variant
-from sdi.workflow import logged
+from sdi.config.validation import execution_settings
+from sdi.evaluation.diagnostics import diagnose_variant
+from sdi.io.jobs import logged
 
 execution = execution_settings(snakemake.config, "diagnostics")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sdi.config import execution_settings
-from sdi.embeddings import extract_embeddings, write_embeddings
-from sdi.workflow import logged
+from sdi.config.validation import execution_settings
+from sdi.io.jobs import logged
+from sdi.pipeline.embeddings import extract_embeddings, write_embeddings
 
 execution = execution_settings(snakemake.config, "embeddings")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:

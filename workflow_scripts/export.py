@@ -3,14 +3,14 @@
 input:  split (folder with train/val/test.parquet); filtered (methods with pool kept: the variant's filter
         folder) or shards (pool generated: the variant's generation shard manifests); neither for real-only.
 output: the export folder (output[0]): train/ val/ test/ <class>/ files, metadata.csv per split, README.md,
-        export.json and, with export.webdataset, webdataset/*.tar (sdi.export).
+        export.json and, with export.webdataset, webdataset/*.tar (sdi.pipeline.export).
 params: training_set: variant, pool, multiples, real_copies, keep_ratio, draw_seed (as train_classifier's);
         settings: what it came from (for its README); options: config.export; command: how to rebuild it.
 """
 
-from sdi.export import export_dataset
-from sdi.training_set import read_generated
-from sdi.workflow import logged
+from sdi.io.jobs import logged
+from sdi.pipeline.export import export_dataset
+from sdi.pipeline.training_set import read_generated
 
 with logged(snakemake.log[0]) as log:
     inp, p, w = snakemake.input, snakemake.params, snakemake.wildcards

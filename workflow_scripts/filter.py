@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sdi.config import execution_settings
-from sdi.filtering import filter_generated
-from sdi.tracking import TrackingConfig, log_image
-from sdi.workflow import logged
+from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
+from sdi.io.jobs import logged
+from sdi.pipeline.filtering import filter_generated
+from sdi.training.tracking import log_image
 
 execution = execution_settings(snakemake.config, "filter")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:

@@ -1,9 +1,10 @@
-from sdi.config import execution_settings
-from sdi.faults import kill_point
-from sdi.generation import GenerationSettings, ImageGenerator, generate_shard, write_manifest
-from sdi.sampling import read_samples
-from sdi.tracking import TrackingConfig, image_grid, log_image
-from sdi.workflow import logged
+from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
+from sdi.io.faults import kill_point
+from sdi.io.jobs import logged
+from sdi.pipeline.generation import GenerationSettings, ImageGenerator, generate_shard, write_manifest
+from sdi.pipeline.sampling import read_samples
+from sdi.training.tracking import image_grid, log_image
 
 execution = execution_settings(snakemake.config, "generation")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:

@@ -1,5 +1,5 @@
-from sdi.medmnist import write_medmnist_images
-from sdi.workflow import logged
+from sdi.data.readers.medmnist import write_medmnist_images
+from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     p = snakemake.params

@@ -1,5 +1,5 @@
-from sdi.mini_corpus import write_target_dataset
-from sdi.workflow import logged
+from sdi.data.mini_corpus import write_target_dataset
+from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     opts = snakemake.params.options

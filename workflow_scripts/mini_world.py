@@ -1,12 +1,12 @@
 """Rule mini_world: check the mini world in the cache (or build it), then write the working
-directory's marker that the jobs using it take as input (sdi.config.mini_world_paths)."""
+directory's marker that the jobs using it take as input (sdi.config.validation.mini_world_paths)."""
 
 import json
 from pathlib import Path
 
-from sdi.mini_world import Recipe, ensure_mini_world
-from sdi.tables import atomic_write
-from sdi.workflow import logged
+from sdi.io.artifacts import atomic_write
+from sdi.io.jobs import logged
+from sdi.models.mini_world import Recipe, ensure_mini_world
 
 with logged(snakemake.log[0]) as log:
     world = ensure_mini_world(Path(snakemake.params.root).expanduser(), Recipe(), log=log.info)

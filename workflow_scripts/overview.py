@@ -1,7 +1,8 @@
-"""Rule overview: real / SDI kept / SDI dropped / text-only kept images per class (sdi.report.overview_figure)."""
+"""Rule overview: real / SDI kept / SDI dropped / text-only kept images per class
+(sdi.evaluation.report.overview_figure)."""
 
-from sdi.report import overview_figure
-from sdi.workflow import logged
+from sdi.evaluation.report import overview_figure
+from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     inp = snakemake.input

@@ -1,12 +1,12 @@
-"""Rule report_filter_figures: sample grid, CLIP score histograms and counts of a variant (sdi.report).
+"""Rule report_filter_figures: sample grid, CLIP score histograms and counts of a variant (sdi.evaluation.report).
 
 input:  split (split folder), filtered (filter folder: manifest.parquet, counts.csv).
 output: grid, scores, counts (PNG).
 params: grid: config.report (classes, per_row).
 """
 
-from sdi.report import filter_figures
-from sdi.workflow import logged
+from sdi.evaluation.report import filter_figures
+from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     inp, out, p = snakemake.input, snakemake.output, snakemake.params

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from sdi.sampling import sample_class_embeddings, write_samples
-from sdi.workflow import logged
+from sdi.io.jobs import logged
+from sdi.pipeline.sampling import sample_class_embeddings, write_samples
 
 with logged(snakemake.log[0]) as log:
     p, inp, out = snakemake.params, snakemake.input, snakemake.output[0]

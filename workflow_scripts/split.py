@@ -1,6 +1,8 @@
-from sdi.datasets import check_images, make_split, read_dataset, skipped_text
-from sdi.tables import write_parquet
-from sdi.workflow import logged
+from sdi.data.readers import read_dataset
+from sdi.data.readers.base import check_images, skipped_text
+from sdi.data.split import make_split
+from sdi.io.artifacts import write_parquet
+from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output

@@ -1,4 +1,4 @@
-"""Rule summary: the Table 2 summary over datasets x methods x seeds (sdi.summary).
+"""Rule summary: the Table 2 summary over datasets x methods x seeds (sdi.evaluation.summary).
 
 input:  metrics (every run's metrics.json).
 output: csv, md, html, png.
@@ -6,8 +6,8 @@ params: runs ([{dataset, method, seed, metrics}]); datasets (column order); labe
         row order); stage_benchmarks ({method: [benchmark files of its upstream stages]}).
 """
 
-from sdi.summary import collect_runs, write_summary
-from sdi.workflow import logged
+from sdi.evaluation.summary import collect_runs, write_summary
+from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     out, p = snakemake.output, snakemake.params

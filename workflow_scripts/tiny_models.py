@@ -1,5 +1,5 @@
-from sdi.tiny_models import build_tiny_clip, build_tiny_sd
-from sdi.workflow import logged
+from sdi.io.jobs import logged
+from sdi.models.tiny import build_tiny_clip, build_tiny_sd
 
 with logged(snakemake.log[0]) as log:
     build_tiny_sd(snakemake.output.sd, seed=snakemake.params.seed)

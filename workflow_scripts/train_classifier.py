@@ -9,20 +9,20 @@ output: metrics (<out_dir>/metrics.json), log_csv (<out_dir>/log.csv), run_confi
         read at run time: changing it reruns nothing).
 params: out_dir; settings: train_classifier keywords (config.classifier with the method's augment and
         augment_at and the run's seed); training_set: variant, pool, multiples, real_copies, keep_ratio,
-        draw_seed (sdi.training_set.build_training_set); snapshot: every setting the run depends on
-        (sdi.summary.run_snapshot). device and num_workers come from the config (execution-only).
-The run is sdi.classifier.run_job, in this process or, with several GPUs, in one torchrun process per GPU.
+        draw_seed (sdi.pipeline.training_set.build_training_set); snapshot: every setting the run depends on
+        (sdi.config.experiments.run_snapshot). device and num_workers come from the config (execution-only).
+The run is sdi.training.classifier.run_job, in this process or, with several GPUs, in one torchrun process per GPU.
 """
 
 from dataclasses import asdict
 
 import torch
 
-from sdi import distributed
-from sdi.config import execution_settings
-from sdi.summary import write_run_config
-from sdi.tracking import TrackingConfig
-from sdi.workflow import logged
+from sdi.config.experiments import write_run_config
+from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
+from sdi.io.jobs import logged
+from sdi.training import distributed
 
 execution = execution_settings(snakemake.config, "classifier")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution):
@@ -33,4 +33,4 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=
            "training_set": dict(p.training_set), "out_dir": p.out_dir, "settings": {**p.settings, **execution},
            "tracking": asdict(TrackingConfig.from_config(snakemake.config)),
            "run_name": p.out_dir.removeprefix("results/")}
-    distributed.launch("sdi.classifier", job, distributed.world_size_for(execution["device"]))
+    distributed.launch("sdi.training.classifier", job, distributed.world_size_for(execution["device"]))

@@ -8,16 +8,16 @@ params: models ({sd, vae, clip}; vae is the generation VAE and is not used here)
 threads: DataLoader workers (minus the main process)
 tracking: config.tracking (read at run time: changing it reruns nothing); TensorBoard events go to
         results/<dataset>/projector/tensorboard/ (beside the loss CSV)
-The run is sdi.train_projector.run_job, in this process or, with several GPUs, in one torchrun process per GPU.
+The run is sdi.training.projector.run_job, in this process or, with several GPUs, in one torchrun process per GPU.
 """
 
 from dataclasses import asdict
 from pathlib import Path
 
-from sdi import distributed
-from sdi.config import execution_settings
-from sdi.tracking import TrackingConfig
-from sdi.workflow import logged
+from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
+from sdi.io.jobs import logged
+from sdi.training import distributed
 
 execution = execution_settings(snakemake.config)
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution):
@@ -28,4 +28,4 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=
     job = {"manifest": str(Path(inp.split) / "train.parquet"), "sd_path": p.models["sd"],
            "clip_path": p.models["clip"], "out_dir": p.checkpoint_dir,
            "tracking": asdict(TrackingConfig.from_config(snakemake.config)), "settings": settings}
-    distributed.launch("sdi.train_projector", job, distributed.world_size_for(execution["device"]))
+    distributed.launch("sdi.training.projector", job, distributed.world_size_for(execution["device"]))

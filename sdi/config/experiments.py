@@ -1,0 +1,140 @@
+"""The experiment matrix: ``experiments.methods`` resolved (training-set keys, variants,
+augmentations) and checked, and the snapshot each classifier run writes. Torch- and pandas-free: the
+workflow reads it while planning.
+"""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from sdi.config.validation import without_execution
+from sdi.io.artifacts import atomic_write
+
+METHOD_KEYS = {"variant", "augment", "augment_at", "label", "multiples", "pool", "real_copies", "keep_ratio",
+               "draw_seed"}
+
+
+FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.variant_settings that only filtering reads
+
+
+# The settings of a resolved method that decide its training set: the keywords of
+# sdi.pipeline.training_set.method_training_set (here, so that planning need not import pandas).
+TRAINING_SET_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
+
+
+SYNTHETIC_KEYS = ("multiples", "pool", "keep_ratio", "draw_seed")  # meaningful only with a variant
+
+
+# --------------------------------------------------------------------------- the matrix
+def methods(config: dict) -> dict[str, dict]:
+    """Each method's resolved entry, in config order: {method: {
+        "variant": name or None, "augment": str, "augment_at": 'crop' | 'raw', "label": str,
+        "multiples": N or None, "pool": 'kept' | 'generated' | None, "real_copies": int,
+        "keep_ratio": float or None, "draw_seed": int}}.
+
+    augment and augment_at default to config.classifier's, label to the method name, pool to
+    'kept' for a method with a variant (None without), real_copies to 0, draw_seed to 0.
+    keep_ratio (with pool 'kept') re-selects the variant's filtered images at another ratio.
+    """
+    classifier = config["classifier"]
+    out = {}
+    for name, entry in config["experiments"]["methods"].items():
+        entry = entry or {}
+        variant = entry.get("variant")
+        out[name] = {
+            "variant": variant,
+            "augment": entry.get("augment", classifier.get("augment", "none")),
+            "augment_at": entry.get("augment_at", classifier.get("augment_at", "crop")),
+            "label": entry.get("label", name),
+            "multiples": entry.get("multiples"),
+            "pool": entry.get("pool", "kept") if variant is not None else entry.get("pool"),
+            "real_copies": int(entry.get("real_copies", 0)),
+            "keep_ratio": entry.get("keep_ratio"),
+            "draw_seed": int(entry.get("draw_seed", 0)),
+        }
+    return out
+
+
+def experiment_errors(config: dict) -> list[str]:
+    """Method entries that cannot be run, each naming its key and the fix (checked before any job).
+
+    Unknown keys, a variant that does not exist, ``multiples`` <= 0, ``real_copies`` < 0, the
+    synthetic-data keys (multiples, pool, keep_ratio, draw_seed) on a method without a variant,
+    ``keep_ratio`` with ``pool: generated``, and ``augment_at: raw`` with no augmentation.
+    """
+    problems = []
+    entries = config.get("experiments", {}).get("methods") or {}
+    for name, entry in entries.items():
+        entry = entry or {}
+        key = f"config.experiments.methods.{name}"
+        for k in sorted(set(entry) - METHOD_KEYS):
+            problems.append(f"{key}.{k}: unknown key; allowed: {', '.join(sorted(METHOD_KEYS))}")
+        v = entry.get("variant")
+        if v is not None and v not in config["variants"]:
+            problems.append(f"{key}.variant: {v!r} is not a key of variants "
+                            f"({', '.join(config['variants'])}); add the variant or fix the name")
+        multiples, copies = entry.get("multiples"), entry.get("real_copies", 0)
+        if multiples is not None and not (isinstance(multiples, int | float) and multiples > 0):
+            problems.append(f"{key}.multiples: {multiples!r} must be a number > 0 (synthetic images per real "
+                            "training image of the class); remove it to use every image of the pool")
+        if not (isinstance(copies, int) and not isinstance(copies, bool) and copies >= 0):
+            problems.append(f"{key}.real_copies: {copies!r} must be an integer >= 0 (extra copies of the real "
+                            "training set; the reference's augmentation baselines use 20)")
+        if v is None:
+            for k in SYNTHETIC_KEYS:
+                if k in entry:
+                    problems.append(f"{key}.{k}: the method has no variant, so it has no synthetic images to "
+                                    f"{'draw from' if k != 'keep_ratio' else 'select'}; set {key}.variant "
+                                    f"or remove {k}")
+        elif entry.get("pool", "kept") == "generated" and "keep_ratio" in entry:
+            problems.append(f"{key}.keep_ratio: only applies to pool: kept (pool: generated ignores the filter); "
+                            "remove keep_ratio or set pool: kept")
+    resolved = methods(config) if not problems else {}
+    for name, m in resolved.items():
+        if m["augment_at"] == "raw" and m["augment"] == "none" and "augment_at" in (entries[name] or {}):
+            problems.append(f"config.experiments.methods.{name}.augment_at: 'raw' places an augmentation, but the "
+                            f"method's augment is 'none'; set {name}.augment (randaugment, cutout, gridmask) "
+                            "or remove augment_at")
+    classifier = config.get("classifier", {})
+    if resolved and classifier.get("augment_at") == "raw" and all(m["augment"] == "none" for m in resolved.values()):
+        problems.append("config.classifier.augment_at: 'raw' places an augmentation, but no method has one "
+                        "(classifier.augment and every method's augment are 'none'); set augment or use 'crop'")
+    return problems
+
+
+def run_snapshot(config: dict, dataset: str, method: str, seed: int, variant_settings: dict | None) -> dict:
+    """Everything a classifier run depends on, as plain data (written to the run's config.yaml).
+
+    Only the sections the run reads are included, so editing an unrelated key (another
+    dataset, another method) does not change it.
+    """
+    entry = methods(config)[method]
+    snapshot = {
+        "dataset": dataset,
+        "method": method,
+        "seed": int(seed),
+        "method_entry": entry,
+        "datasets": {dataset: config["datasets"][dataset]},
+        "split": config["split"],
+        "classifier": {**without_execution("classifier", config["classifier"]), "augment": entry["augment"],
+                       "augment_at": entry["augment_at"],
+                       "seed": int(seed)},
+    }
+    if entry["variant"] is not None:
+        if entry["pool"] == "generated":  # the filter's settings do not reach this run
+            variant_settings = {k: v for k, v in variant_settings.items() if k not in FILTER_SETTINGS}
+        snapshot.update({
+            "variant": entry["variant"],
+            "variant_settings": variant_settings,
+            "sampler": config["samplers"][variant_settings["sampler"]],
+            "models": config["models"],
+            "projector": config["projector"],
+            "generation_seed": config["generation"]["seed"],
+        })
+    return snapshot
+
+
+def write_run_config(snapshot: dict, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(snapshot, sort_keys=False)))

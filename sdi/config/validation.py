@@ -1,0 +1,318 @@
+"""Config validation with messages that name the key and the fix.
+
+The schema (config/schema.yaml) is the single description of every key; this module
+turns jsonschema's errors into one readable report and adds the checks a schema cannot
+express (folders that must exist, models that must fit together).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+TINY_MODELS = {"sd": "resources/models/tiny/sd", "clip": "resources/models/tiny/clip"}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem with its key."""
+
+
+# Execution-only settings: how and where a job runs, not what it computes. Changing them
+# reruns nothing: rules do not pass them as params, jobs read them from the config, and
+# run snapshots leave them out (config/schema.yaml marks each with `x-execution-only`).
+# Inference batch sizes are here because a batch changes no result beyond float summation
+# order (generation: at most 1 level in under 0.1% of 8-bit values); the training batch
+# sizes (projector.batch_size, classifier.batch_size) are hyperparameters and are not.
+EXECUTION_ONLY = {
+    "device": None,
+    "resources": None,
+    "cluster": None,
+    "tracking": None,
+    "embeddings": ("batch_size",),
+    "generation": ("batch_size", "compile"),
+    "filter": ("batch_size",),
+    "diagnostics": ("batch_size",),
+    "classifier": ("num_workers",),
+}
+
+
+def execution_only_paths() -> list[str]:
+    """Dotted config paths of the execution-only settings (``device``, ``generation.batch_size``, ...)."""
+    return [k if keys is None else f"{k}.{sub}" for k, keys in EXECUTION_ONLY.items() for sub in (keys or [None])]
+
+
+def device_problem(config: dict, local: bool) -> str | None:
+    """Why ``config.device`` cannot work for jobs run on this machine, or None.
+
+    Only for local execution: a cluster's login node need not have the GPUs its jobs get.
+    GPUs are counted from the NVIDIA driver without importing torch (this runs while
+    Snakemake starts the workflow)."""
+    device = str(config.get("device", "auto"))
+    if not local or not device.startswith("cuda"):
+        return None
+    from sdi.io.jobs import visible_gpu_count
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    n = visible_gpu_count()
+    if visible is not None:
+        n = min(n, len([g for g in visible.split(",") if g.strip() not in ("", "-1")]))
+    index = int(device.partition(":")[2] or 0)
+    if index < n:
+        return None
+    return (f"config.device: {device!r} but this machine has {n} usable GPU(s); set device to auto or cpu "
+            "(auto uses a GPU when the job sees one), or run on a machine or cluster with GPUs")
+
+
+def without_execution(section: str, values: dict) -> dict:
+    """A config section without its execution-only keys (what params and snapshots may carry)."""
+    drop = EXECUTION_ONLY.get(section) or ()
+    return {k: v for k, v in values.items() if k not in drop}
+
+
+def execution_settings(config: dict, section: str | None = None) -> dict:
+    """The execution-only settings a job reads from the config at run time: ``device`` and,
+    for a section, its execution-only keys (e.g. ``generation`` -> batch_size, compile)."""
+    settings = {"device": config.get("device", "auto")}
+    for key in EXECUTION_ONLY.get(section) or ():
+        if key in config.get(section, {}):
+            settings[key] = config[section][key]
+    return settings
+
+
+
+
+def _dotted(path) -> str:
+    return ".".join(["config", *(str(p) for p in path)])
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _dotted(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        if allowed:
+            return "; ".join(f"{where}.{k}: unknown key; allowed keys here: {', '.join(allowed)}" for k in extra)
+    if error.validator == "required":
+        return f"{where}: {error.message}; add it (see config/schema.yaml)"
+    if error.validator in ("type", "enum"):
+        return f"{where}: {error.message}; expected {error.validator_value}"
+    return f"{where}: {error.message}"
+
+
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(e) for e in errors]
+
+
+def enabled_datasets(config: dict) -> list[str]:
+    """Datasets that `all` builds: those with a root (builtin ones always have one)."""
+    return [name for name, entry in config["datasets"].items() if entry.get("root")]
+
+
+def mini_world_paths(config: dict) -> dict[str, str]:
+    """{'world', 'sd', 'clip', 'marker'}: the mini world that ``models.mini`` selects.
+
+    The world is ``{models.mini_root}/{first 16 hex of the recipe hash}`` (sdi.models.mini_world.world_folder),
+    a cache shared by working directories. Jobs take the marker, a file in the working directory
+    named by the same hash, as their input, never the cache folders: Snakemake deletes a rule's
+    outputs before it reruns the rule, and the cache is not the working directory's to delete. A new
+    recipe or library version is a new hash, so every job that used the old world reruns.
+    """
+    from sdi.models.mini_world import Recipe, world_folder
+
+    world = world_folder(Path(config["models"]["mini_root"]).expanduser(), Recipe())
+    return {"world": world.as_posix(), "sd": f"{world.as_posix()}/sd", "clip": f"{world.as_posix()}/clip",
+            "marker": f"resources/models/mini-world-{world.name}.json"}
+
+
+def mini_world_errors(config: dict) -> list[str]:
+    """A mini world folder that is there but incomplete or corrupt (sdi.models.mini_world.verify_world).
+
+    Snakemake trusts an output folder that exists, so a truncated or edited world would otherwise
+    reach every job; a folder that is not there yet is built by rule mini_world.
+    """
+    from sdi.models.mini_world import MiniWorldError, Recipe, verify_world
+
+    world = Path(mini_world_paths(config)["world"])
+    if not world.exists():
+        return []
+    try:
+        verify_world(world, Recipe())
+    except MiniWorldError as exc:
+        return [f"config.models.mini_root: {exc} (the next snakemake call builds it)"]
+    return []
+
+
+def model_paths(config: dict) -> dict[str, str | None]:
+    """{'sd', 'vae', 'clip'} folders in use: the mini world, the tiny models or the configured ones."""
+    models = config["models"]
+    if models.get("mini"):
+        world = mini_world_paths(config)
+        return {"sd": world["sd"], "vae": None, "clip": world["clip"]}
+    if models["tiny"]:
+        return {"sd": TINY_MODELS["sd"], "vae": None, "clip": TINY_MODELS["clip"]}
+    return {k: models.get(k) for k in ("sd", "vae", "clip")}
+
+
+def path_errors(config: dict) -> list[str]:
+    problems = []
+    for name, entry in config["datasets"].items():
+        root = entry.get("root")
+        if root and not entry.get("builtin") and not Path(root).is_dir():
+            problems.append(f"config.datasets.{name}.root: folder {root} does not exist; set it to the "
+                            f"dataset folder ({entry.get('format')} layout) or to null to leave it out")
+    models = config["models"]
+    if models.get("mini"):
+        clashing = [k for k in ("sd", "vae", "clip") if models.get(k)]
+        if clashing:
+            problems.append(f"config.models.mini is true, which uses the mini world's models, and "
+                            f"{', '.join(f'config.models.{k}' for k in clashing)} is set too; set models.mini "
+                            f"to false to use your folders, or {' and '.join(f'models.{k}' for k in clashing)} "
+                            f"to null for the mini world")
+        problems += mini_world_errors(config)
+    elif not models["tiny"]:
+        missing = [k for k in ("sd", "clip") if not models.get(k)]
+        for k in missing:
+            problems.append(f"config.models.{k}: not set; with models.tiny: false, point it at a local folder")
+        if not missing:
+            from sdi.models.folders import ModelFolderError, model_dims
+
+            try:
+                model_dims(models["sd"], models["clip"], models.get("vae"))
+            except ModelFolderError as exc:
+                problems.append(f"config.{exc}")
+    return problems
+
+
+def reference_errors(config: dict) -> list[str]:
+    """Names that must refer to other entries: samplers, the default variant, classifier runs."""
+    problems = []
+    for name, entry in config["variants"].items():
+        if entry["sampler"] not in config["samplers"]:
+            problems.append(f"config.variants.{name}.sampler: {entry['sampler']!r} is not a key of samplers "
+                            f"({', '.join(config['samplers'])})")
+    if config["default_variant"] not in config["variants"]:
+        problems.append(f"config.default_variant: {config['default_variant']!r} is not a key of variants "
+                        f"({', '.join(config['variants'])})")
+    for run in config.get("classifier", {}).get("runs", []):
+        if run != "real" and run not in config["variants"]:
+            problems.append(f"config.classifier.runs: {run!r} is neither 'real' nor a key of variants")
+    return problems
+
+
+GENERATION_OVERRIDES = ("guidance_scale", "steps", "scheduler")
+# generation.scheduler: 'ddim' (the method's DDIMScheduler settings, METHOD.md section 5) or a
+# diffusers scheduler class that StableDiffusionPipeline takes (its KarrasDiffusionSchedulers,
+# less DPMSolverSDEScheduler, which needs the torchsde package). Listed here so that planning
+# can check the name without importing diffusers; a test checks each against diffusers.
+SCHEDULERS = ("ddim", "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler",
+              "EulerDiscreteScheduler", "HeunDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+              "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler",
+              "KDPM2AncestralDiscreteScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler",
+              "EDMEulerScheduler")
+
+
+# classifier.arch: torchvision's classification models (torchvision.models.list_models(module=
+# torchvision.models) of torchvision 0.29), listed so that planning needs no torchvision; a test
+# checks the list against the installed torchvision.
+CLASSIFIER_ARCHS = (
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121", "densenet161",
+    "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+    "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75",
+    "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf",
+    "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
+    "regnet_y_800mf", "regnet_y_8gf", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50",
+    "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t",
+    "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+)
+
+
+def scheduler_errors(config: dict) -> list[str]:
+    """Names that must be one of a library's: generation.scheduler and each variant's override
+    (SCHEDULERS), classifier.arch (CLASSIFIER_ARCHS)."""
+    named = [("config.generation.scheduler", config["generation"]["scheduler"])]
+    named += [(f"config.variants.{v}.scheduler", e["scheduler"]) for v, e in config["variants"].items()
+              if "scheduler" in e]
+    problems = [f"{key}: {name!r} is not a scheduler sdi knows; use one of {', '.join(SCHEDULERS)} "
+                "(names are case-sensitive; 'ddim' is the method's DDIM settings)"
+                for key, name in named if name not in SCHEDULERS]
+    arch = config.get("classifier", {}).get("arch")
+    if arch is not None and arch not in CLASSIFIER_ARCHS:
+        problems.append(f"config.classifier.arch: {arch!r} is not a torchvision classification model; use one of "
+                        f"{', '.join(CLASSIFIER_ARCHS)}")
+    return problems
+
+
+def variant_settings(config: dict, name: str) -> dict:
+    """A variant's resolved settings: sampler entry, generation keys (with the variant's
+    overrides), keep_ratio and the filter score. Everything a variant's artifacts depend on is in here."""
+    entry = config["variants"][name]
+    generation = without_execution("generation", config["generation"])
+    generation.update({k: entry[k] for k in GENERATION_OVERRIDES if k in entry})
+    generation.pop("shards")
+    generation.pop("seed")  # enters through the samples' per-image seeds
+    sampler = config["samplers"][entry["sampler"]]
+    return {
+        "sampler": entry["sampler"],
+        "mode": "text" if sampler["method"] == "text" else "sei",
+        "generation": generation,
+        "keep_ratio": entry.get("keep_ratio", config["filter"]["keep_ratio"]),
+        "score": entry.get("score", config["filter"].get("score", "cosine")),
+    }
+
+
+def merged_config_files(*files: str | Path) -> dict:
+    """Config files merged key by key, later files winning, as Snakemake merges ``--configfile``
+    over the Snakefile's ``configfile:`` (e.g. config/config.yaml then config/paper/cub.yaml)."""
+    def merge(base: dict, new: dict) -> dict:
+        for k, v in new.items():
+            base[k] = merge(base.get(k) or {}, v) if isinstance(v, dict) else v
+        return base
+
+    config: dict = {}
+    for f in files:
+        merge(config, yaml.safe_load(Path(f).read_text()) or {})
+    return config
+
+
+def _filling_defaults(validator, properties, instance, schema):
+    """jsonschema's ``properties`` keyword that first sets each absent property's default."""
+    if isinstance(instance, dict):
+        for name, subschema in properties.items():
+            if "default" in subschema:
+                instance.setdefault(name, copy.deepcopy(subschema["default"]))
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+_DefaultFillingValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                                        {"properties": _filling_defaults})
+
+
+def fill_defaults(config: dict, schema: dict) -> dict:
+    """Set every key the schema gives a default and config leaves out, in place, at every depth
+    (an object's own default first, then its keys' defaults inside it): the jsonschema FAQ's
+    recipe, the one ``snakemake.utils.validate`` applies. config must already be valid."""
+    _DefaultFillingValidator(schema).validate(config)
+    return config
+
+
+def validate_config(config: dict, schema_path: str | Path) -> None:
+    """Check config against the schema, then fill in the schema's defaults (in place), then
+    check what a schema cannot (references between keys, folders). Raise ConfigError listing
+    every problem, each naming its key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = schema_errors(config, schema)
+    if not problems:
+        fill_defaults(config, schema)
+        problems = reference_errors(config) + scheduler_errors(config) + path_errors(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

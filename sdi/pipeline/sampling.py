@@ -1,0 +1,277 @@
+"""SEI sampling: model each class's projected embeddings and draw new conditioning vectors.
+
+METHOD.md section 4. Per class c with n_c embeddings X_c (n_c x d, the projected d_cross
+vectors of the ``embedding`` column), fit a Gaussian (mean of X_c, covariance
+``np.cov(X_c, rowvar=False) + cov_eps * I``) or a scikit-learn ``GaussianMixture``, and draw
+``round_half_up(expansion * n_c)`` vectors. Each drawn vector becomes one generated image.
+
+The output table (one row per image to generate) is the contract with generation:
+
+=============  ==========================  ==================================================
+column         dtype                       meaning
+=============  ==========================  ==================================================
+sample_id      str                         ``f"{label:04d}-{sample_index:06d}"``, unique
+label          int64                       class label
+class_name     str                         class name (prompts, filter text)
+sample_index   int64                       k = 0..n_gen(c)-1 within the class
+seed           int64                       per-image generation seed in [0, 2**63), a pure
+                                           function of (run seed, label, k): seed one
+                                           ``torch.Generator`` per image with it
+shard          int64                       in [0, n_shards); ``row % n_shards`` over the table
+                                           sorted by (label, sample_index)
+vector         fixed-size list<float32>[d] the sampled d_cross vector; null for method 'text'
+n_components   int64                       components of the distribution the row was drawn
+                                           from: 1 for 'gauss', the mixture's k for 'gmm'
+                                           (below n_components where the class is smaller),
+                                           0 for 'text'
+=============  ==========================  ==================================================
+
+Seeding. With ``per_class_seed=True`` (default) each class's sampler is seeded from
+``SeedSequence([seed, 0, label])``, so classes draw independent noise. The reference seeds
+every class with the same constant (42): the standard-normal draws are then identical
+across classes. ``per_class_seed=False`` reproduces that scheme (every class's sampler is
+seeded with 42, whatever ``seed``). Generation seeds come from
+``SeedSequence([image_seed, 1, label, k])`` (``image_seed`` defaults to ``seed``) either
+way, so any image can be regenerated alone, and changing only ``image_seed`` changes the
+images but not the vectors.
+
+Degenerate classes. n_c is far below d, so ``np.cov`` is rank deficient; ``cov_eps * I``
+makes it positive definite and sampling factorises it with ``eigh`` (no Cholesky failure,
+no warning). A class with one embedding has no sample covariance (``np.cov`` would divide by
+zero): its covariance is defined as ``cov_eps * I``, i.e. the samples are copies of the
+single embedding plus N(0, cov_eps) jitter per dimension (for 'gmm' too, which scikit-learn
+cannot fit on one observation). The mixture uses ``k = min(n_components, n_c)`` components:
+a class with fewer images than ``n_components`` gets fewer, which the ``n_components`` column
+records and a warning per class reports (each of its components then sits on one image).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from sdi.io.artifacts import vector_array, write_parquet
+
+SAMPLE_COLUMNS = ["sample_id", "label", "class_name", "sample_index", "seed", "shard", "vector", "n_components"]
+METHODS = ("gauss", "gmm", "text")
+REFERENCE_SEED = 42  # the reference seeds every class's sampler with this constant
+_SAMPLER_STREAM, _GENERATION_STREAM = 0, 1  # keep the two seed families apart
+
+
+log = logging.getLogger(__name__)
+
+
+class SamplingError(ValueError):
+    """The embeddings table or the sampling options cannot be used."""
+
+
+def n_generated(n_c: int, expansion: float) -> int:
+    """Images to generate for a class of n_c real images: expansion x n_c, rounded half up,
+    and at least 1 when expansion and n_c are positive.
+
+    Half up (not Python's half-to-even ``round``) so that e.g. 1.5 x 1 gives 2 and 2.5 x 1 gives 3.
+    The floor of one keeps a small expansion (0.1 x 3 = 0.3) from silently generating nothing
+    for a class.
+    """
+    n = int(math.floor(expansion * n_c + 0.5))
+    return max(n, 1) if expansion > 0 and n_c > 0 else n
+
+
+def class_sampler_seed(seed: int, label: int, per_class_seed: bool = True) -> int:
+    """Seed (in [0, 2**32), usable by numpy and scikit-learn) of one class's sampler.
+
+    per_class_seed=False: the reference's constant 42 for every class (``seed`` is ignored).
+    """
+    if not per_class_seed:
+        return REFERENCE_SEED
+    return int(np.random.SeedSequence([seed, _SAMPLER_STREAM, label]).generate_state(1, np.uint32)[0])
+
+
+def generation_seed(seed: int, label: int, sample_index: int) -> int:
+    """Per-image generation seed in [0, 2**63): a pure function of (run seed, label, k)."""
+    word = np.random.SeedSequence([seed, _GENERATION_STREAM, label, sample_index]).generate_state(1, np.uint64)[0]
+    return int(word >> np.uint64(1))
+
+
+def stack_vectors(column: pd.Series, name: str = "vector") -> np.ndarray:
+    """A column of equal-length 1-D arrays (Parquet fixed-size lists) -> (N, d) float32 array."""
+    if len(column) == 0:
+        return np.zeros((0, 0), np.float32)
+    if column.isna().any():
+        raise SamplingError(f"column {name!r} has {int(column.isna().sum())} null row(s); "
+                            "every row needs a vector (method 'text' samples have none)")
+    try:
+        return np.stack([np.asarray(v, dtype=np.float32) for v in column])
+    except ValueError as exc:
+        raise SamplingError(f"column {name!r}: rows have different lengths ({exc})") from None
+
+
+def sample_gaussian(x: np.ndarray, n: int, rng: np.random.Generator, cov_eps: float = 1e-6) -> np.ndarray:
+    """n draws (n, d) float64 from N(mean(x), cov(x) + cov_eps I); x is (n_c, d), n_c >= 1."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    d = x.shape[1]
+    # np.cov of one observation divides by n_c - 1 = 0: define it as zero (jitter only).
+    cov = np.cov(x, rowvar=False).reshape(d, d) if len(x) > 1 else np.zeros((d, d))
+    cov += cov_eps * np.eye(d)
+    # eigh handles the rank-deficient (n_c << d) covariance where a Cholesky may fail.
+    return rng.multivariate_normal(mean, cov, size=n, method="eigh", check_valid="raise")
+
+
+def gmm_components(n_components: int, n_c: int) -> int:
+    """Components a mixture gets for a class of n_c images: ``min(n_components, n_c)``."""
+    return min(n_components, n_c)
+
+
+def sample_gmm(x: np.ndarray, n: int, n_components: int, class_seed: int, cov_eps: float = 1e-6) -> np.ndarray:
+    """n draws (n, d) float64 from a full-covariance GaussianMixture fitted on x (n_c, d).
+
+    ``k = min(n_components, n_c)``. ``GaussianMixture.sample`` returns the draws grouped by
+    component; they are shuffled (seeded) so that sample_index carries no component order.
+    scikit-learn cannot fit one observation: a one-image class falls back to
+    :func:`sample_gaussian`, i.e. the embedding plus N(0, cov_eps) jitter, as for 'gauss'.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) == 1:
+        return sample_gaussian(x, n, np.random.default_rng(class_seed), cov_eps)
+    k = gmm_components(n_components, len(x))
+    gmm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=cov_eps, random_state=class_seed)
+    gmm.fit(x)
+    if n == 0:
+        return np.zeros((0, x.shape[1]))
+    draws, _ = gmm.sample(n)
+    return draws[np.random.default_rng(class_seed).permutation(n)]
+
+
+def _check_table(embeddings: pd.DataFrame, method: str) -> None:
+    if method not in METHODS:
+        raise SamplingError(f"samplers.<name>.method: {method!r} is not one of {list(METHODS)}")
+    need = ["label", "class_name"] + (["embedding"] if method != "text" else [])
+    missing = [c for c in need if c not in embeddings.columns]
+    if missing:
+        raise SamplingError(f"embeddings table: missing column(s) {missing}; expected the output of the "
+                            "embedding stage (image_id, label, class_name, clip_embedding, embedding)")
+    names = embeddings.groupby("label")["class_name"].nunique()
+    if (names > 1).any():
+        raise SamplingError(f"embeddings table: label(s) {names[names > 1].index.tolist()} have more than one "
+                            "class_name; labels and class names must map one to one")
+
+
+def sample_class_embeddings(
+    embeddings: pd.DataFrame,
+    *,
+    method: Literal["gauss", "gmm", "text"],
+    n_components: int = 1,
+    expansion: float,
+    seed: int,
+    n_shards: int,
+    cov_eps: float = 1e-6,
+    per_class_seed: bool = True,
+    image_seed: int | None = None,
+) -> pd.DataFrame:
+    """Draw the conditioning vectors of every image to generate (see the module docstring).
+
+    Args:
+        embeddings: one row per real training image with ``label`` (int), ``class_name`` (str)
+            and ``embedding`` (equal-length float vectors, the projected d_cross embedding;
+            not needed for method 'text'). Rows are used in (label, image_id) order when an
+            ``image_id`` column exists, so the result does not depend on the input row order.
+        method: 'gauss' (one Gaussian per class), 'gmm' (GaussianMixture with n_components)
+            or 'text' (the text-only SD baseline: same counts and seeds, ``vector`` is null).
+        n_components: mixture components for 'gmm' (clamped to n_c per class).
+        expansion: images generated per real image (40 for CUB in the paper).
+        seed: run seed (>= 0).
+        n_shards: number of generation shards (>= 1).
+        cov_eps: ridge added to the covariance diagonal (GMM: ``reg_covar``).
+        per_class_seed: False seeds every class's sampler with 42 (the reference scheme).
+        image_seed: run seed of the per-image generation seeds (``seed`` column); None: ``seed``.
+
+    Returns:
+        DataFrame with columns SAMPLE_COLUMNS, sorted by (label, sample_index).
+    """
+    _check_table(embeddings, method)
+    if expansion < 0:
+        raise SamplingError(f"samplers.<name>.expansion: {expansion} must be >= 0")
+    if n_shards < 1:
+        raise SamplingError(f"generation.shards (n_shards): {n_shards} must be >= 1")
+    image_seed = seed if image_seed is None else image_seed
+    if seed < 0 or image_seed < 0:
+        raise SamplingError(f"samplers.<name>.seed / generation.seed: {seed}, {image_seed} must be >= 0")
+    if method == "gmm" and n_components < 1:
+        raise SamplingError(f"samplers.<name>.n_components: {n_components} must be >= 1")
+    if len(embeddings) == 0:
+        raise SamplingError("embeddings table: no rows; the embedding stage wrote an empty table")
+    order = ["label", "image_id"] if "image_id" in embeddings.columns else ["label"]
+    table = embeddings.sort_values(order, kind="stable")
+
+    parts = []
+    groups = table.groupby("label", sort=True)
+    for label, group in tqdm(groups, total=groups.ngroups, desc=f"sampling ({method})", unit="class", mininterval=2):
+        label = int(label)
+        n = n_generated(len(group), expansion)
+        class_seed = class_sampler_seed(seed, label, per_class_seed)
+        if method == "text":
+            vectors, fitted = [None] * n, 0
+        else:
+            x = stack_vectors(group["embedding"], "embedding")
+            if not np.isfinite(x).all():
+                raise SamplingError(f"embeddings table: class {label} has non-finite embedding values")
+            if method == "gauss":
+                draws, fitted = sample_gaussian(x, n, np.random.default_rng(class_seed), cov_eps), 1
+            else:
+                fitted = gmm_components(n_components, len(x))
+                draws = sample_gmm(x, n, n_components, class_seed, cov_eps)
+                if fitted < n_components:
+                    log.warning("class %d (%s): %d image(s), so the mixture has %d component(s), not the "
+                                "n_components %d asked for; each component sits on one image",
+                                label, group["class_name"].iloc[0], len(x), fitted, n_components)
+            vectors = list(draws.astype(np.float32))
+        k = np.arange(n)
+        parts.append(pd.DataFrame({
+            "sample_id": [f"{label:04d}-{i:06d}" for i in k],
+            "label": label,
+            "class_name": str(group["class_name"].iloc[0]),
+            "sample_index": k,
+            "seed": [generation_seed(image_seed, label, int(i)) for i in k],
+            "vector": pd.Series(vectors, dtype=object),
+            "n_components": fitted,
+        }))
+    samples = pd.concat(parts, ignore_index=True)
+    samples["shard"] = np.arange(len(samples)) % n_shards
+    samples = samples.astype({"sample_id": str, "label": "int64", "class_name": str, "sample_index": "int64",
+                              "seed": "int64", "shard": "int64", "n_components": "int64"})
+    return samples[SAMPLE_COLUMNS]
+
+
+def write_samples(samples: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the samples table atomically; ``vector`` becomes a fixed-size list<float32> (or null)."""
+    table = pa.Table.from_pandas(samples.drop(columns=["vector"], errors="ignore"), preserve_index=False)
+    if "vector" in samples.columns:
+        table = table.append_column("vector", vector_array(samples["vector"]))
+    write_parquet(table, path)
+
+
+def read_samples(path: str | os.PathLike, shard: int | None = None) -> pd.DataFrame:
+    """Read a samples table (``vector`` as 1-D float32 arrays, or None); optionally one shard."""
+    path = Path(path)
+    if not path.is_file():
+        raise SamplingError(f"{path}: samples table does not exist; run the sampling stage first")
+    filters = [("shard", "==", int(shard))] if shard is not None else None
+    samples = pq.read_table(path, filters=filters).to_pandas()
+    # n_components is a record for the user, not an input of generation: tables written before it
+    # existed still generate.
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns and c != "n_components"]
+    if missing:
+        raise SamplingError(f"{path}: missing column(s) {missing}; rebuild it with the sampling stage")
+    return samples.reset_index(drop=True)

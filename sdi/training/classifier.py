@@ -1,0 +1,578 @@
+"""Downstream classifier: ResNet50 from scratch on real (+ synthetic) images (METHOD.md sections 7 and 8).
+
+The loop follows torchvision's ``references/classification/train.py``: build data, model,
+optimizer and scheduler; per epoch train, evaluate on validation, save a resumable
+checkpoint; at the end load the checkpoint chosen on validation and evaluate the test set
+once. Everything a run produces is written as data into ``out_dir``:
+
+- ``metrics.json``: test metrics of :func:`sdi.evaluation.metrics.classification_metrics` plus
+  ``best_epoch``, ``best_val_top1``, the training-set counts ``n_real``, ``n_real_copies``,
+  ``n_synthetic``, ``n_train`` (rows of one epoch) and ``steps_per_epoch``, ``epochs``,
+  ``wall_time_s``, ``device`` and the hyperparameters (``params``);
+- ``train_set.parquet``: the exact training set, one row per example of one epoch
+  (``path``, ``label``, ``source``, ``variant``; see :mod:`sdi.pipeline.training_set`);
+- ``log.csv``: one row per epoch (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_balanced);
+- ``best/``: the weights of the best validation epoch, ``model.safetensors`` and ``config.json``
+  (architecture, classes, image sizes, normalisation, epoch); :func:`load_classifier` reads it;
+- ``tensorboard/``: the log.csv curves and the test metrics as TensorBoard scalars (``tracking``, see
+  :mod:`sdi.training.tracking`; optionally a W&B run too);
+- ``last/``: the resumable state after the latest epoch (:class:`TrainingState`: weights, optimizer
+  and scheduler state, epoch, best so far, history, random streams), safetensors and JSON. A new
+  call with the same data and hyperparameters resumes from it; a ``last/`` written for other data
+  or hyperparameters is ignored (with a warning) and overwritten.
+
+Every file and folder is written under a temporary name and renamed, so a killed job never
+leaves a half-written one.
+
+Several GPUs (torchvision's recipe): run under ``torchrun`` (the workflow starts one process per
+visible GPU with :func:`sdi.training.distributed.launch`, and this module is torchrun's entry point:
+``torchrun --nproc-per-node N -m sdi.training.classifier '<job JSON>'``, see :func:`run_job`), each
+process trains its share: DistributedDataParallel, SyncBatchNorm, a DistributedSampler
+reshuffled per epoch, ``batch_size`` split between the processes (it stays the global batch, so
+the hyperparameters mean the same on any number of GPUs), validation and test split between the
+processes and their predictions gathered, so the metrics are those of the whole set; only rank 0
+writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm import tqdm
+
+from sdi.config.tracking import TrackingConfig
+from sdi.evaluation.metrics import classification_metrics
+from sdi.io.artifacts import atomic_dir, atomic_write, write_parquet
+from sdi.io.images import load_rgb
+from sdi.pipeline import training_set
+from sdi.training import checkpoints, distributed
+from sdi.training.tracking import Tracker
+from sdi.training.transforms import MEAN, STD, build_transforms
+
+logger = logging.getLogger(__name__)
+
+
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_balanced"]
+
+
+# --------------------------------------------------------------------------- data
+class ManifestDataset(Dataset):
+    """Images of a manifest: item i -> (transform(load_rgb(path_i)), label_i)."""
+
+    def __init__(self, table: pd.DataFrame, transform):
+        self.paths = table["path"].astype(str).tolist()
+        self.labels = table["label"].astype("int64").tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(load_rgb(self.paths[i])), self.labels[i]
+
+
+def _check_manifest(table: pd.DataFrame | None, name: str, num_classes: int, allow_empty: bool = False) -> pd.DataFrame:
+    if table is None:
+        table = pd.DataFrame({"path": pd.Series(dtype=str), "label": pd.Series(dtype="int64")})
+    missing = [c for c in ("path", "label") if c not in table.columns]
+    if missing:
+        raise ValueError(f"classifier {name} manifest: missing column(s) {missing}; it needs 'path' and 'label'")
+    if len(table) == 0 and not allow_empty:
+        raise ValueError(f"classifier {name} manifest is empty; the split stage must give it at least one image")
+    if len(table) and (table["label"].min() < 0 or table["label"].max() >= num_classes):
+        raise ValueError(f"classifier {name} manifest: labels span {table['label'].min()}..{table['label'].max()}, "
+                         f"outside 0..{num_classes - 1}; check num_classes")
+    return table[["path", "label"]].astype({"path": str, "label": "int64"}).reset_index(drop=True)
+
+
+def _training_rows(train: pd.DataFrame, synthetic: pd.DataFrame | None, num_classes: int) -> pd.DataFrame:
+    """train (+ synthetic) as a training-set table (:data:`sdi.pipeline.training_set.COLUMNS`), checked."""
+    parts = []
+    for table, name, source in ((train, "train", "real"), (synthetic, "synthetic", "synthetic")):
+        if table is None:
+            continue
+        rows = _check_manifest(table, name, num_classes, allow_empty=name == "synthetic")
+        rows["source"] = table["source"].astype(str).to_numpy() if "source" in table.columns else source
+        rows["variant"] = table["variant"].to_numpy() if "variant" in table.columns else None
+        parts.append(rows)
+    rows = pd.concat(parts, ignore_index=True)
+    unknown = sorted(set(rows["source"]) - set(training_set.SOURCES))
+    if unknown:
+        raise ValueError(f"classifier train manifest: unknown source(s) {unknown}; "
+                         f"allowed: {', '.join(training_set.SOURCES)}")
+    return rows[training_set.COLUMNS]
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: seed numpy and random from the per-worker torch seed (PyTorch's recipe)."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Shuffling and worker seeds of an epoch depend on (seed, epoch) only, so a resumed run repeats them."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+
+
+@dataclass
+class Datasets:
+    """The run's data: ``rows`` is the training set (:data:`sdi.pipeline.training_set.COLUMNS`, one row per
+    example of an epoch); ``train`` applies the training transforms to it, ``val`` and ``test`` the
+    evaluation ones."""
+
+    rows: pd.DataFrame
+    train: ManifestDataset
+    val: ManifestDataset
+    test: ManifestDataset
+
+
+def build_datasets(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, *, num_classes: int, resize: int,
+                   crop: int, augment: str, augment_at: str, synthetic: pd.DataFrame | None = None) -> Datasets:
+    """Check the manifests (see :func:`train_classifier`) and wrap them in datasets with the METHOD transforms."""
+    rows = _training_rows(train, synthetic, num_classes)
+    val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
+    eval_tf = build_transforms(resize, crop, "none", train=False)
+    return Datasets(rows, ManifestDataset(rows, build_transforms(resize, crop, augment, train=True,
+                                                                 augment_at=augment_at)),
+                    ManifestDataset(val, eval_tf), ManifestDataset(test, eval_tf))
+
+
+def build_train_loader(dataset: ManifestDataset, batch_size: int, seed: int, generator: torch.Generator,
+                       **loader_kw) -> DataLoader:
+    """Shuffled batches of the global ``batch_size``; under DDP each process loads its share.
+
+    One process: a last batch of one image is dropped (it breaks BatchNorm on small inputs,
+    1x1 feature maps). Several: a DistributedSampler gives every process an equal shard (padded
+    by repeating images) reshuffled per epoch (``set_epoch``); SyncBatchNorm sees the whole batch.
+    ``generator`` (reseeded per epoch by the caller) draws the shuffle and the workers' seeds.
+    """
+    world = distributed.world_size()
+    if world == 1:
+        n = len(dataset)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                          drop_last=n % batch_size == 1 < n, **loader_kw)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=max(1, batch_size // world), sampler=sampler, generator=generator,
+                      **loader_kw)
+
+
+# --------------------------------------------------------------------------- model
+ARCH = "resnet50"  # the paper's classifier
+
+
+def build_model(num_classes: int, arch: str = ARCH) -> nn.Module:
+    """A torchvision classification model (``arch``, by name; ResNet50 by default) with random
+    weights (``weights=None``) and a ``num_classes``-way head. GoogLeNet and Inception v3 are
+    built without their auxiliary heads, so that every model returns one logits tensor."""
+    extra = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **extra)
+
+
+def setup_distributed(model: nn.Module, device: torch.device) -> nn.Module:
+    """The one hook for multi-GPU training (the paper trains with SyncBatchNorm on several GPUs).
+
+    Single process: the model moved to ``device``. Under a process group of several ranks:
+    BatchNorm -> SyncBatchNorm, moved to ``device`` and wrapped in DistributedDataParallel
+    (which starts every rank from rank 0's weights). The bare model is ``model.module``.
+    """
+    if not distributed.is_distributed():
+        return model.to(device)
+    model = distributed.convert_sync_batchnorm(model, device).to(device)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _bare(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+# --------------------------------------------------------------------------- train / evaluate
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device, desc: str, amp: bool = False) -> tuple[float, float, int]:
+    """One pass over ``loader``; returns (mean loss, top-1 % on the augmented training batches,
+    images seen), each over all processes under DDP."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2,
+                               disable=not distributed.is_main_process()):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    if distributed.is_distributed():
+        logger.info("%s: %d images on this process", desc, seen)
+        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
+        correct, seen = int(correct), int(seen)
+    return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1), seen
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device,
+             desc: str = "eval", amp: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
+    """Returns (mean loss, y_true (N,) int64, y_pred (N,) int64) in loader order."""
+    model.eval()
+    total_loss, y_true, y_pred = 0.0, [], []
+    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+        total_loss += criterion(logits.float(), labels).item() * len(labels)
+        y_true.append(labels.cpu())
+        y_pred.append(logits.argmax(1).cpu())
+    y_true, y_pred = torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
+    return total_loss / len(y_true), y_true, y_pred
+
+
+def evaluate_all(model: nn.Module, dataset: Dataset, criterion: nn.Module, device: torch.device, desc: str,
+                 amp: bool = False, **loader_kw) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`evaluate` on the whole ``dataset``; under DDP each process takes every W-th image
+    (no padding, so nothing is counted twice) and the predictions are gathered in dataset order.
+    ``model`` is the bare model (DDP's forward would sync buffers on unequal shards)."""
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1:
+        return evaluate(model, DataLoader(dataset, shuffle=False, **loader_kw), criterion, device, desc, amp)
+    part = Subset(dataset, range(rank, len(dataset), world))
+    mine = (0.0, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(part):
+        loss, y_true, y_pred = evaluate(model, DataLoader(part, shuffle=False, **loader_kw), criterion, device,
+                                        desc, amp)
+        mine = (loss * len(y_true), y_true, y_pred)
+    parts = distributed.all_gather_object(mine)
+    y_true, y_pred = np.zeros(len(dataset), np.int64), np.zeros(len(dataset), np.int64)
+    for r, (_, t, p) in enumerate(parts):
+        y_true[r::world], y_pred[r::world] = t, p
+    return sum(part[0] for part in parts) / len(dataset), y_true, y_pred
+
+
+# --------------------------------------------------------------------------- checkpoints
+@dataclass
+class TrainingState:
+    """Where a run stands after ``epoch``; with the weights, optimizer and scheduler it resumes the run.
+
+    Saved by :meth:`save` as a folder (written atomically) that describes itself:
+    ``model.safetensors``, ``optimizer.safetensors`` (the optimizer's tensors, e.g. SGD momentum)
+    and ``state.json`` (these fields, the optimizer's other state and param groups, the
+    scheduler's state, and the random streams of every process, :func:`sdi.training.checkpoints.rng_state`).
+    ``fingerprint`` names the data and hyperparameters; a checkpoint of another run is not resumed.
+    """
+
+    fingerprint: str
+    params: dict
+    world_size: int = 1
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val_top1: float = -1.0
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    rng: list[dict] = field(default_factory=list)
+
+    def save(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
+        from safetensors.torch import save_file
+
+        with atomic_dir(folder) as tmp:
+            save_file(model.state_dict(), tmp / "model.safetensors")
+            checkpoints.save_state(tmp, asdict(self), optimizer, scheduler)
+
+    @classmethod
+    def load(cls, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> TrainingState:
+        """Load the weights, optimizer and scheduler of ``folder`` into the given objects; return the state."""
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+        return cls(**checkpoints.load_state(folder, optimizer, scheduler))
+
+
+def save_best(folder: Path, model: nn.Module, config: dict) -> None:
+    """The chosen weights as a self-describing folder: ``model.safetensors`` and ``config.json``
+    (architecture, classes, image sizes, normalisation, epoch and validation top-1), see :func:`load_classifier`."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        save_file(model.state_dict(), tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(the model in eval mode with the weights of ``folder``, its config.json), e.g. ``<run>/best``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    model = build_model(config["num_classes"], config.get("arch", ARCH))
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    return model.to(device).eval(), config
+
+
+def _fingerprint(params: dict, train: pd.DataFrame, val: ManifestDataset) -> str:
+    """What a resumable checkpoint must agree on: hyperparameters and the exact images and labels."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for table in (train[["path", "label"]], pd.DataFrame({"path": val.paths, "label": val.labels})):
+        h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    atomic_write(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
+
+
+def resume(out_dir: Path, fresh: TrainingState, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+           best_config: dict) -> TrainingState:
+    """The state to start from: ``fresh``, unless ``out_dir/last`` is a checkpoint of the same run.
+
+    Then its weights, optimizer and schedule are loaded into ``model`` (the bare one),
+    ``optimizer`` and ``scheduler``, each process continues its own random streams (when the
+    number of processes is the same), and what a kill between two writes left behind is
+    repaired: ``best/`` (if the last epoch was the best) and ``log.csv``.
+    """
+    last, main = out_dir / "last", distributed.is_main_process()
+    if not (last / "state.json").is_file():
+        return fresh
+    if checkpoints.read_state(last)["fingerprint"] != fresh.fingerprint:
+        if main:
+            logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 and "
+                           "overwriting it", last)
+        return fresh
+    state = TrainingState.load(last, model, optimizer, scheduler)
+    if state.world_size == fresh.world_size:
+        checkpoints.set_rng_state(state.rng[distributed.rank()])
+    elif main:
+        logger.warning("%s was written by %d process(es), this run has %d: resuming the weights, optimizer and "
+                       "schedule, with fresh random streams", last, state.world_size, fresh.world_size)
+    state.world_size = fresh.world_size
+    if main:
+        best = out_dir / "best" / "config.json"
+        if state.best_epoch == state.epoch and (not best.is_file()
+                                                or json.loads(best.read_text())["epoch"] != state.best_epoch):
+            save_best(out_dir / "best", model, {**best_config, "epoch": state.epoch, "val_top1": state.best_val_top1})
+        _write_log(out_dir / "log.csv", state.history)
+        logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)", last, state.epoch,
+                    state.best_epoch, state.best_val_top1)
+    return state
+
+
+# --------------------------------------------------------------------------- the run
+def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
+                     num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
+                     batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
+                     resize: int = 256, crop: int = 224, augment: str = "none", augment_at: str = "crop",
+                     arch: str = ARCH, seed: int = 0, device: str = "auto", num_workers: int = 2,
+                     synthetic: pd.DataFrame | None = None, amp: bool = False,
+                     stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
+                     run_name: str | None = None) -> dict | None:
+    """Train a classifier (ResNet50 by default) from scratch, choose the epoch on validation, evaluate test once.
+
+    Runs in this process, or in each process of a torchrun job (:mod:`sdi.training.distributed`; the
+    workflow starts those with :func:`sdi.training.distributed.launch` and :func:`run_job`).
+
+    Args:
+        train, val, test: manifests with columns ``path`` (str) and ``label`` (int, 0..C-1). ``train`` is
+            one row per training example of an epoch; it may be a :func:`sdi.pipeline.training_set.build_training_set`
+            table (``source``, ``variant``), else every row counts as ``real``.
+        out_dir: folder for metrics.json, log.csv, train_set.parquet, best/ and last/ (created if missing).
+        num_classes: C. class_names: C names for the per-class metrics (default: the labels).
+        epochs, batch_size, lr, momentum, weight_decay: SGD with cosine annealing over ``epochs``
+            and cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4). ``batch_size`` is the global
+            batch, split between the processes.
+        resize, crop: image sizes of the transforms (published: 256, 224), see :func:`build_transforms`.
+        augment: 'none' | 'randaugment' | 'cutout' | 'gridmask' (the paper's augmentation baselines).
+        augment_at: 'crop' (after the crop, METHOD section 7) or 'raw' (on the raw image before the
+            resize, as the reference ran them), see :func:`build_transforms`.
+        arch: the torchvision classification model, by name (:func:`build_model`; the paper's resnet50).
+        seed: seeds model init, shuffling and augmentation (torch, numpy, random, DataLoader).
+        device: 'auto' (cuda when present, else cpu) or a torch device string.
+        num_workers: DataLoader worker processes.
+        synthetic: optional (path, label) manifest of synthetic images, added to ``train`` as ``synthetic`` rows.
+        amp: bf16 autocast on CUDA (ignored on CPU); off by default (the reference trains in fp32).
+        stop_after_epoch: stop cleanly after this epoch (e.g. to fit a time-limited job) and
+            return None; the next call with the same arguments resumes from last/.
+        tracking: TensorBoard (``out_dir/tensorboard``) and/or W&B (:class:`sdi.config.tracking.TrackingConfig`);
+            None tracks nothing. run_name: the W&B run name (default: out_dir).
+
+    Returns:
+        The content of metrics.json (see the module docstring), or None when stopped early.
+    """
+    t_start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"classifier class_names has {len(class_names)} entries, expected num_classes={num_classes}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"classifier epochs ({epochs}) and batch_size ({batch_size}) must be >= 1")
+    device = distributed.local_device(device)
+    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
+    amp = bool(amp and device.type == "cuda")
+    params = {"num_classes": num_classes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+              "weight_decay": weight_decay, "resize": resize, "crop": crop, "augment": augment, "seed": seed,
+              "amp": amp}
+    if augment_at != "crop":  # only when set, so runs made before the option keep their fingerprint
+        params["augment_at"] = augment_at
+    if arch != ARCH:  # likewise
+        params["arch"] = arch
+    best_config = {"arch": arch, "num_classes": num_classes, "class_names": class_names, "resize": resize,
+                   "crop": crop, "mean": list(MEAN), "std": list(STD)}
+
+    # --- data
+    data = build_datasets(train, val, test, num_classes=num_classes, resize=resize, crop=crop, augment=augment,
+                          augment_at=augment_at, synthetic=synthetic)
+    n_rows = training_set.counts(data.rows)
+    if main and batch_size % world:
+        logger.warning("classifier batch_size %d is not a multiple of %d processes; the global batch is %d",
+                       batch_size, world, max(1, batch_size // world) * world)
+    loader_kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "worker_init_fn": _seed_worker}
+    generator = torch.Generator()
+    checkpoints.seed_everything(seed)
+    train_loader = build_train_loader(data.train, batch_size, seed, generator, **loader_kw)
+    # Evaluation draws no random numbers, but a DataLoader iterator takes a seed from its generator
+    # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
+    eval_kw = {**loader_kw, "batch_size": max(1, batch_size // world), "generator": torch.Generator().manual_seed(seed)}
+
+    # --- model, optimizer, scheduler
+    model = setup_distributed(build_model(num_classes, arch), device)
+    bare = _bare(model)
+    if world > 1:  # same initial weights (DDP broadcasts rank 0's), different augmentation streams
+        if main:
+            sync = sorted({type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)})
+            n_sync = sum(isinstance(m, distributed.SYNC_BATCHNORM) for m in model.modules())
+            logger.info("%s over %d processes, %d %s layers", type(model).__name__, world, n_sync, ", ".join(sync))
+        checkpoints.seed_everything(int(np.random.SeedSequence([seed, rank, 1]).generate_state(1)[0]))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+    # --- resume
+    if main:
+        (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
+        write_parquet(data.rows, out_dir / "train_set.parquet")
+    fresh = TrainingState(_fingerprint(params, data.rows, data.val), params, world)
+    state = resume(out_dir, fresh, bare, optimizer, scheduler, best_config)
+    start_epoch, elapsed_before = state.epoch + 1, state.wall_time_s
+
+    if main:
+        logger.info("training %s from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic "
+                    "train, %d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s",
+                    arch, device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"],
+                    len(data.val), len(data.test), num_classes, len(train_loader), start_epoch, epochs, augment,
+                    augment_at)
+    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
+    tracker = Tracker(out_dir, tracking or TrackingConfig(tensorboard=False), run_name=run_name or str(out_dir),
+                      config=params, resume_step=start_epoch if start_epoch > 1 else None, enabled=main)
+    progress = tqdm(total=epochs, initial=start_epoch - 1, desc="classifier", unit="epoch", disable=not main)
+    seen, images_trained, t_train = 0, 0, time.time()
+    for epoch in range(start_epoch, epochs + 1):
+        generator.manual_seed(_epoch_seed(seed, epoch) ^ rank)
+        if world > 1:
+            train_loader.sampler.set_epoch(epoch)
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_top1, seen = train_one_epoch(model, train_loader, criterion, optimizer, device,
+                                                       f"epoch {epoch}/{epochs} train", amp)
+        scheduler.step()
+        val_loss, y_true, y_pred = evaluate_all(bare, data.val, criterion, device, f"epoch {epoch}/{epochs} val",
+                                                amp, **eval_kw)
+        val = classification_metrics(y_true, y_pred, num_classes)
+        row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
+               "val_loss": val_loss, "val_top1": val["top1"], "val_balanced": val["balanced"]}
+        images_trained += seen
+        progress.update(1)
+        tracker.scalars({"train/loss": train_loss, "train/top1": train_top1, "val/loss": val_loss,
+                         "val/top1": val["top1"], "val/balanced": val["balanced"], "lr": epoch_lr}, epoch)
+        state.epoch, state.history = epoch, [*state.history, row]
+        if val["top1"] > state.best_val_top1:  # strict: ties keep the earlier epoch
+            state.best_epoch, state.best_val_top1 = epoch, val["top1"]
+        state.rng = distributed.all_gather_object(checkpoints.rng_state())  # collective: every rank takes part
+        state.wall_time_s = elapsed_before + time.time() - t_start
+        if main:
+            logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% "
+                        "balanced %.2f%% | best epoch %d", epoch, epochs, epoch_lr, train_loss, train_top1, val_loss,
+                        val["top1"], val["balanced"], state.best_epoch)
+            # last/ first, then best/: if killed in between, resume() rewrites best/ from last/.
+            state.save(out_dir / "last", bare, optimizer, scheduler)
+            if state.best_epoch == epoch:
+                save_best(out_dir / "best", bare, {**best_config, "epoch": epoch, "val_top1": val["top1"]})
+            _write_log(out_dir / "log.csv", state.history)
+        if stop_after_epoch is not None and stop_after_epoch <= epoch < epochs:
+            if main:
+                logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, out_dir / "last")
+            tracker.close()
+            progress.close()
+            distributed.barrier()
+            return None
+    progress.close()
+    train_rate = images_trained / max(time.time() - t_train, 1e-9)
+    distributed.barrier()  # best/ is written
+
+    # --- test, once, with the epoch chosen on validation
+    from safetensors.torch import load_file
+
+    bare.load_state_dict(load_file(out_dir / "best" / "model.safetensors", device=str(device)))
+    _, y_true, y_pred = evaluate_all(bare, data.test, criterion, device, "test", amp, **eval_kw)
+    metrics = classification_metrics(y_true, y_pred, num_classes, class_names)
+    metrics.update({"split": "test", "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1,
+                    **n_rows, "steps_per_epoch": len(train_loader),
+                    "n_train_real": n_rows["n_real"] + n_rows["n_real_copies"],
+                    "n_train_synthetic": n_rows["n_synthetic"], "n_val": len(data.val),
+                    "epochs": epochs, "wall_time_s": round(elapsed_before + time.time() - t_start, 3),
+                    "device": str(device), "processes": world, "train_images_per_epoch": seen, "params": params})
+    if not main:
+        return metrics
+    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    tracker.scalars({"test/top1": metrics["top1"], "test/balanced": metrics["balanced"]}, state.best_epoch)
+    tracker.close()
+    logger.info("classifier done: best val top-1 %.2f%% (epoch %d of %d), test top-1 %.2f%%, balanced %.2f%%, "
+                "%.1f train images/s this run -> %s", state.best_val_top1, state.best_epoch, epochs, metrics["top1"],
+                metrics["balanced"], train_rate, out_dir / "metrics.json")
+    return metrics
+
+
+# --------------------------------------------------------------------------- the workflow's job
+def run_job(job: dict) -> dict | None:
+    """One process's part of a workflow classifier run (rule train_classifier), from paths.
+
+    ``job`` (JSON-able): ``split`` (folder of train/val/test.parquet), ``filtered`` / ``shards``
+    (the generated images, :func:`sdi.pipeline.training_set.read_generated`), ``training_set``
+    (:func:`sdi.pipeline.training_set.method_training_set` keywords), ``out_dir``, ``settings``
+    (:func:`train_classifier` keywords: hyperparameters and execution settings), ``tracking``
+    (:class:`sdi.config.tracking.TrackingConfig` fields) and ``run_name``. Every process builds the same
+    training set; :func:`sdi.training.distributed.launch` starts them.
+    """
+    with distributed.process_group(job["settings"].get("device", "auto")):
+        split = {name: pd.read_parquet(Path(job["split"]) / f"{name}.parquet") for name in ("train", "val", "test")}
+        names = pd.concat(split.values()).drop_duplicates("label").sort_values("label")
+        num_classes = int(names.label.max()) + 1
+        name_of = dict(zip(names.label, names.class_name, strict=True))
+        generated, source = training_set.read_generated(job.get("filtered"), job.get("shards"))
+        train, pool = training_set.method_training_set(split["train"], generated, source=source,
+                                                       **job["training_set"])
+        if pool is not None and distributed.is_main_process():
+            keep_ratio = job["training_set"].get("keep_ratio")
+            logger.info("%s: %d of %d generated images in the pool (pool %s%s)", source, len(pool), len(generated),
+                        job["training_set"]["pool"],
+                        f", re-selected at keep_ratio {keep_ratio}" if keep_ratio is not None else "")
+        tracking = job.get("tracking")
+        return train_classifier(train, split["val"], split["test"], job["out_dir"], num_classes=num_classes,
+                                class_names=[name_of.get(c, str(c)) for c in range(num_classes)],
+                                tracking=None if tracking is None else TrackingConfig(**tracking),
+                                run_name=job.get("run_name"), **job["settings"])
+
+
+if __name__ == "__main__":  # torchrun [...] -m sdi.training.classifier '<job JSON>'
+    distributed.main_of(run_job)

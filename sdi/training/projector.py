@@ -1,0 +1,458 @@
+"""Train the semantic projector against frozen Stable Diffusion (METHOD.md section 2).
+
+One readable loop in the style of torchvision's reference ``train.py``:
+
+- data: image -> resize (bilinear) -> center crop -> [-1, 1]; its CLIP ``image_embeds``
+  (computed once up front: CLIP is frozen and its preprocessing deterministic);
+- loss: ``latents = vae.encode(x).latent_dist.sample() * scaling_factor``, ``t ~ U{0..T-1}``,
+  DDPM ``add_noise``, ``MSE(unet(noisy, t, cond), noise)`` where ``cond`` is the prompt's
+  hidden states with the ``class</w>`` row replaced by ``projector(clip_embeds)``, the
+  CLIP embedding being zeroed with probability ``drop_prob`` per sample;
+- frozen: VAE, UNet, text encoder, CLIP; trained: the projector only (AdamW);
+- plain PyTorch: autocast for mixed precision (a gradient scaler for fp16); under torchrun
+  (:mod:`sdi.training.distributed`; the workflow starts one process per visible GPU) the projector is
+  wrapped in DistributedDataParallel, each process with its own noise stream and its share of
+  every epoch's images; rank 0 writes the files;
+- checkpoints ``out_dir/checkpoint-epoch{N}/`` (:class:`TrainingState`: the projector's
+  ``save_pretrained`` folder, ``optimizer.safetensors``, ``state.json``, the loss rows so far)
+  are written atomically; a restart resumes from the newest one. The random streams of an
+  epoch are derived from (seed, epoch, process), so a resumed run draws exactly what an
+  uninterrupted one would;
+- the final projector goes to ``out_dir/projector/`` (or ``projector_dir``); the loss of every step to
+  a CSV and to TensorBoard (``tracking_dir/tensorboard``) and optionally W&B (:class:`sdi.training.tracking.Tracker`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision import transforms
+from tqdm import tqdm
+
+from sdi.config.tracking import TrackingConfig
+from sdi.io.artifacts import atomic_dir, atomic_write
+from sdi.io.faults import kill_point
+from sdi.io.images import load_rgb
+from sdi.models.conditioning import prompt_hidden_states, replace_placeholder
+from sdi.models.devices import DTYPES
+from sdi.models.folders import model_dims
+from sdi.models.loaders import load_clip_vision, load_sd_pipeline
+from sdi.models.projector import SemanticProjector
+from sdi.pipeline.embeddings import clip_image_embeddings
+from sdi.training import checkpoints, distributed
+from sdi.training.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+MIXED_PRECISION = {"no": DTYPES["fp32"], "fp16": DTYPES["fp16"], "bf16": DTYPES["bf16"]}
+CHECKPOINT_PREFIX = "checkpoint-epoch"
+STATE_FILE = checkpoints.STATE_FILE
+LOSS_FILE = "loss.csv"
+LOSS_COLUMNS = ["epoch", "step", "loss", "lr"]
+
+
+def drop_embeddings(embeds: torch.Tensor, drop_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero each row of [B, d] ``embeds`` independently with probability ``drop_prob`` (out of place).
+
+    ``drop_prob=0`` zeroes nothing and ``drop_prob=1`` everything. ``generator`` must live on
+    ``embeds``' device.
+    """
+    if not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob}")
+    keep = torch.rand(embeds.shape[0], generator=generator, device=embeds.device) >= drop_prob
+    return embeds * keep.to(embeds.dtype)[:, None]
+
+
+def image_transform(size: int) -> transforms.Compose:
+    """PIL RGB -> [3, size, size] float32 in [-1, 1]: bilinear resize, center crop (METHOD section 2)."""
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    ])
+
+
+class ProjectorTrainingDataset(Dataset):
+    """Items ``{"pixels": [3, S, S] float32 in [-1, 1], "clip_embeds": [d_clip] float32}``."""
+
+    def __init__(self, paths: list[str], clip_embeds: torch.Tensor, image_size: int):
+        if len(paths) != len(clip_embeds):
+            raise ValueError(f"{len(paths)} images but {len(clip_embeds)} CLIP embeddings")
+        self.paths = list(paths)
+        self.clip_embeds = clip_embeds
+        self.transform = image_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pixels": self.transform(load_rgb(self.paths[index])), "clip_embeds": self.clip_embeds[index]}
+
+
+@dataclass
+class FrozenModels:
+    """The frozen parts of the training graph, on one device and dtype.
+
+    prompt_hidden: [1, 77, d_cross] hidden states of the method's prompt; position: its
+    ``class</w>`` index.
+    """
+
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    noise_scheduler: object
+    prompt_hidden: torch.Tensor
+    position: int
+
+
+def load_frozen_models(sd_path: str | Path, vae_path: str | Path | None = None, *,
+                       device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FrozenModels:
+    """VAE, UNet and text encoder (eval, requires_grad False), a DDPMScheduler and the prompt's hidden states."""
+    from diffusers import DDPMScheduler
+
+    pipe = load_sd_pipeline(sd_path, vae_path, device=device, dtype=dtype)
+    for module in (pipe.vae, pipe.unet, pipe.text_encoder):
+        module.eval().requires_grad_(False)
+    # The training noise schedule is DDPM with the model's own betas (diffusers' training scripts).
+    noise_scheduler = DDPMScheduler.from_pretrained(sd_path, subfolder="scheduler", local_files_only=True)
+    if noise_scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"{sd_path}/scheduler: prediction_type {noise_scheduler.config.prediction_type!r} "
+                         "is not supported; expected 'epsilon' (SD v1.5) or 'v_prediction'")
+    hidden, position = prompt_hidden_states(pipe.tokenizer, pipe.text_encoder)
+    return FrozenModels(pipe.vae, pipe.unet, pipe.text_encoder, noise_scheduler, hidden, position)
+
+
+def projector_loss(projector: torch.nn.Module, frozen: FrozenModels, pixels: torch.Tensor, clip_embeds: torch.Tensor,
+                   *, drop_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Noise-prediction MSE of the frozen UNet conditioned through the projector (scalar float32).
+
+    pixels: [B, 3, S, S] in [-1, 1]; clip_embeds: [B, d_clip]. Both on the models' device.
+    Random draws, in order: drop mask, VAE posterior sample, noise, timesteps, all from ``generator``.
+    """
+    vae, unet, scheduler = frozen.vae, frozen.unet, frozen.noise_scheduler
+    clip_embeds = drop_embeddings(clip_embeds, drop_prob, generator)
+    with torch.no_grad():
+        posterior = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        latents = posterior.sample(generator=generator) * vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=generator, device=latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    cond = replace_placeholder(frozen.prompt_hidden, projector(clip_embeds), frozen.position)
+    pred = unet(noisy, timesteps, encoder_hidden_states=cond).sample
+    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise,
+                                                                                                 timesteps)
+    return F.mse_loss(pred.float(), target.float())
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A 32-bit seed for one random stream of one epoch, derived from the run seed."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+def find_checkpoint(out_dir: str | Path, max_epoch: int | None = None) -> Path | None:
+    """The newest complete ``checkpoint-epoch{N}`` in out_dir (N <= max_epoch), or None."""
+    found = []
+    for path in Path(out_dir).glob(f"{CHECKPOINT_PREFIX}*"):
+        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", path.name)
+        if not match or not path.is_dir():
+            continue
+        if not all((path / f).is_file() for f in (STATE_FILE, LOSS_FILE, "config.json")):
+            logger.warning("ignoring incomplete checkpoint %s", path)
+            continue
+        epoch = int(match.group(1))
+        if max_epoch is None or epoch <= max_epoch:
+            found.append((epoch, path))
+    return max(found)[1] if found else None
+
+
+def write_loss_csv(rows: list[dict], path: str | Path) -> None:
+    """Write the loss rows (epoch, step, loss, lr) atomically."""
+    atomic_write(path, lambda tmp: pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(tmp, index=False))
+
+
+def _checkpoint_projector(checkpoint: Path) -> SemanticProjector:
+    """The projector of a checkpoint, as a fresh instance with its weights: ``from_pretrained``
+    records the folder it read (``_name_or_path``) in the config, which would make a resumed
+    run's saved projector differ from an uninterrupted run's."""
+    loaded = SemanticProjector.from_pretrained(checkpoint)
+    projector = SemanticProjector.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
+    projector.load_state_dict(loaded.state_dict())
+    return projector
+
+
+def save_projector(projector: SemanticProjector, folder: str | Path) -> Path:
+    """``save_pretrained`` into a folder written atomically."""
+    with atomic_dir(folder) as tmp:
+        projector.save_pretrained(tmp)
+    return Path(folder)
+
+
+def _fingerprint(manifest: pd.DataFrame) -> str:
+    # ids and labels, not paths: a moved dataset folder is still the same training set
+    text = "\n".join(f"{i}\t{lab}" for i, lab in zip(manifest.image_id, manifest.label, strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands after ``epoch``: saved with the projector as ``checkpoint-epoch{N}/``
+    (``save_pretrained``, ``optimizer.safetensors``, ``state.json`` with these fields, the
+    optimizer's other state and the random streams, and ``loss.csv``: every step so far).
+    ``settings`` are what a checkpoint must agree on to be resumed."""
+
+    settings: dict
+    epoch: int = 0
+    global_step: int = 0
+    loss_rows: list[dict] = field(default_factory=list)
+    rng: dict | None = None
+
+    def save(self, folder: Path, projector: SemanticProjector, optimizer: torch.optim.Optimizer) -> None:
+        with atomic_dir(folder) as tmp:
+            projector.save_pretrained(tmp)
+            checkpoints.save_state(tmp, {"settings": self.settings, "epoch": self.epoch,
+                                         "global_step": self.global_step, "rng": self.rng}, optimizer)
+            write_loss_csv(self.loss_rows, tmp / LOSS_FILE)
+
+    @classmethod
+    def load(cls, folder: Path, optimizer: torch.optim.Optimizer) -> TrainingState:
+        state = checkpoints.load_state(folder, optimizer)
+        return cls(loss_rows=pd.read_csv(folder / LOSS_FILE).to_dict("records"), **state)
+
+
+def resume(out_dir: Path, settings: dict, epochs: int) -> Path | None:
+    """The checkpoint to resume from (the newest of ``out_dir`` up to ``epochs``), or None.
+
+    A checkpoint trained with other ``settings`` is an error naming the settings that differ.
+    """
+    checkpoint = find_checkpoint(out_dir, max_epoch=epochs)
+    if checkpoint is None:
+        return None
+    saved = checkpoints.read_state(checkpoint)["settings"]
+    changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(f"{checkpoint}: was trained with other settings ({detail}); use another out_dir "
+                         f"or delete {out_dir} to start over")
+    return checkpoint
+
+
+def build_loader(dataset: ProjectorTrainingDataset, batch_size: int, seed: int, generator: torch.Generator,
+                 num_workers: int) -> DataLoader:
+    """Shuffled batches of ``batch_size`` per process; under DDP each process loads its share of an
+    epoch (DistributedSampler, reshuffled per epoch by ``set_epoch``). ``generator`` (reseeded per
+    epoch by the caller) draws the single-process shuffle and the workers' seeds."""
+    world = distributed.world_size()
+    sampler = None if world == 1 else DistributedSampler(dataset, num_replicas=world, rank=distributed.rank(),
+                                                           shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
+                      num_workers=num_workers, drop_last=False)
+
+
+def train_one_epoch(projector: torch.nn.Module, frozen: FrozenModels, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: TrainingState, *,
+                    drop_prob: float, generator: torch.Generator, autocast_dtype: torch.dtype | None,
+                    tracker: Tracker, progress: tqdm) -> int:
+    """One pass over ``loader``; appends each step's loss (mean over the processes) to ``state``.
+    Returns the images this process saw."""
+    projector.train()
+    device, seen = frozen.prompt_hidden.device, 0
+    for batch in loader:
+        pixels, clip_embeds = batch["pixels"].to(device), batch["clip_embeds"].to(device)
+        seen += len(pixels)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss = projector_loss(projector, frozen, pixels, clip_embeds, drop_prob=drop_prob, generator=generator)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        value = distributed.all_reduce_sum([loss.item()])[0] / distributed.world_size()
+        lr = optimizer.param_groups[0]["lr"]
+        state.loss_rows.append({"epoch": state.epoch + 1, "step": state.global_step, "loss": value, "lr": lr})
+        tracker.scalars({"loss": value, "lr": lr}, state.global_step)
+        progress.update(1)
+        progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+    return seen
+
+
+@dataclass
+class TrainResult:
+    projector_dir: Path
+    resumed_from: int  # epoch of the checkpoint the run started from (0: from scratch)
+    epochs: int
+    global_step: int
+
+
+def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str | Path, out_dir: str | Path, *,
+                    vae_path: str | Path | None = None, epochs: int = 100, batch_size: int = 16, lr: float = 5e-4,
+                    weight_decay: float = 0.01, drop_prob: float = 0.05, image_size: int | None = None,
+                    hidden_dim: int = 1024, mixed_precision: str = "no", checkpoint_every: int = 10, seed: int = 0,
+                    device: str = "auto", loss_csv: str | Path | None = None, projector_dir: str | Path | None = None,
+                    num_workers: int = 0, tracking: TrackingConfig | None = None,
+                    tracking_dir: str | Path | None = None, run_name: str | None = None) -> TrainResult:
+    """Train a :class:`SemanticProjector` on the manifest's images; resume from out_dir if it has checkpoints.
+
+    Runs in this process, or in each process of a torchrun job (:mod:`sdi.training.distributed`; the
+    workflow starts those with :func:`sdi.training.distributed.launch` and :func:`run_job`).
+
+    Args:
+        manifest: one row per training image (image_id, path, label, class_name).
+        sd_path, clip_path, vae_path: local model folders (vae_path: VAE other than sd_path/vae).
+        out_dir: ``checkpoint-epoch{N}/`` (and by default the final ``projector/``) go here.
+        epochs: total epochs; a resumed run continues up to this number.
+        batch_size: per process (the published 64 = 16 x 4 GPUs).
+        image_size: training resolution; None = the SD model's native one (512 for SD v1.5).
+        mixed_precision: 'no', 'fp16' or 'bf16': the frozen models run in that dtype under autocast,
+            the projector trains in fp32 (fp16 with a gradient scaler). fp16 falls back to 'no' on the CPU.
+        checkpoint_every: write a checkpoint every this many epochs (and after the last one).
+        loss_csv: per-step losses (epoch, step, loss, lr); default ``out_dir/loss.csv``.
+        projector_dir: where the final projector goes; default ``out_dir/projector``.
+        num_workers: DataLoader worker processes for image decoding.
+        tracking: TensorBoard / W&B (:class:`sdi.config.tracking.TrackingConfig`; None: none) of loss and lr per
+            step; event files in ``tracking_dir/tensorboard`` (default out_dir). run_name: the W&B run name.
+    """
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision {mixed_precision!r} is not one of {sorted(MIXED_PRECISION)}")
+    for name, value in {"epochs": epochs, "batch_size": batch_size, "checkpoint_every": checkpoint_every}.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if len(manifest) == 0:
+        raise ValueError("manifest has no images; the projector needs the training split")
+    out_dir = Path(out_dir)
+    loss_csv = Path(loss_csv) if loss_csv else out_dir / "loss.csv"
+    final = Path(projector_dir) if projector_dir else out_dir / "projector"
+    dims = model_dims(sd_path, clip_path, vae_path)
+    image_size = int(image_size or dims.resolution)
+    dev = distributed.local_device(device)
+    world, main = distributed.world_size(), distributed.is_main_process()
+    if mixed_precision == "fp16" and dev.type == "cpu":
+        logger.info("mixed_precision fp16 is not available on the CPU; training in fp32")
+        mixed_precision = "no"
+    settings = {"seed": seed, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+                "drop_prob": drop_prob, "image_size": image_size, "hidden_dim": hidden_dim, "d_clip": dims.d_clip,
+                "d_cross": dims.d_cross, "images": _fingerprint(manifest)}
+
+    # --- resume, part 1: which checkpoint (already trained: only (re)write the outputs)
+    checkpoint = resume(out_dir, settings, epochs)
+    if checkpoint is not None and checkpoint.name == f"{CHECKPOINT_PREFIX}{epochs}":
+        if main:
+            write_loss_csv(pd.read_csv(checkpoint / LOSS_FILE).to_dict("records"), loss_csv)
+            save_projector(_checkpoint_projector(checkpoint), final)
+        distributed.barrier()
+        return TrainResult(final, epochs, epochs, checkpoints.read_state(checkpoint)["global_step"])
+
+    # --- data: images and their CLIP embeddings (CLIP is frozen and its preprocessing deterministic)
+    paths = manifest["path"].tolist()
+    clip_model, processor = load_clip_vision(clip_path, device=dev)
+    clip_embeds = clip_image_embeddings(paths, clip_model, processor, batch_size=batch_size, num_workers=num_workers)
+    del clip_model
+    data_generator = torch.Generator()
+    loader = build_loader(ProjectorTrainingDataset(paths, clip_embeds, image_size), batch_size, seed, data_generator,
+                          num_workers)
+
+    # --- models: frozen SD parts, the projector (DDP over the processes), AdamW
+    frozen = load_frozen_models(sd_path, vae_path, device=dev, dtype=MIXED_PRECISION[mixed_precision])
+    if checkpoint is not None:
+        projector = _checkpoint_projector(checkpoint)
+    else:
+        checkpoints.seed_everything(seed)
+        projector = SemanticProjector(dims.d_clip, dims.d_cross, hidden_dim)
+    projector = projector.to(dev)
+    bare = projector
+    if world > 1:
+        projector = DistributedDataParallel(projector, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler(dev.type, enabled=mixed_precision == "fp16")
+    autocast_dtype = None if mixed_precision == "no" else MIXED_PRECISION[mixed_precision]
+    noise_generator = torch.Generator(dev)
+
+    # --- resume, part 2: optimizer, progress, random streams
+    state = TrainingState(settings)
+    if checkpoint is not None:
+        state = TrainingState.load(checkpoint, optimizer)
+        checkpoints.set_rng_state(state.rng)
+        if main:
+            logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state.epoch, state.global_step)
+    start_epoch = state.epoch
+    if main:
+        write_loss_csv(state.loss_rows, loss_csv)
+        logger.info("training the projector: %d images, %d epochs x %d steps, batch %d x %d process(es), "
+                    "image size %d, mixed precision %s, device %s", len(paths), epochs, len(loader), batch_size,
+                    world, image_size, mixed_precision, dev)
+    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
+    tracker = Tracker(tracking_dir or out_dir, tracking or TrackingConfig(tensorboard=False),
+                      run_name=run_name or str(out_dir), config=settings,
+                      resume_step=None if checkpoint is None else state.global_step + 1, enabled=main)
+    progress = tqdm(total=epochs * len(loader), initial=start_epoch * len(loader), desc="projector", unit="step",
+                    disable=not main, mininterval=2)
+    t_train, images_trained = time.monotonic(), 0
+    for epoch in range(start_epoch + 1, epochs + 1):
+        # Every random stream restarts from (seed, epoch): resuming draws what a full run draws.
+        data_generator.manual_seed(epoch_seed(seed, epoch))
+        noise_generator.manual_seed(epoch_seed(seed, epoch, 1 + distributed.rank()))
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
+        first_step = len(state.loss_rows)
+        seen = train_one_epoch(projector, frozen, loader, optimizer, scaler, state, drop_prob=drop_prob,
+                               generator=noise_generator, autocast_dtype=autocast_dtype, tracker=tracker,
+                               progress=progress)
+        state.epoch = epoch
+        if world > 1:
+            logger.info("epoch %d/%d: %d images on this process", epoch, epochs, seen)
+        images_trained += seen * world
+        epoch_loss = float(np.mean([row["loss"] for row in state.loss_rows[first_step:]]))
+        tracker.scalars({"epoch_loss": epoch_loss}, state.global_step)
+        if main:
+            logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, epoch_loss)
+            write_loss_csv(state.loss_rows, loss_csv)
+            if epoch % checkpoint_every == 0 or epoch == epochs:
+                state.rng = checkpoints.rng_state()
+                state.save(out_dir / f"{CHECKPOINT_PREFIX}{epoch}", bare, optimizer)
+                kill_point("projector_checkpoint")
+        distributed.barrier()
+    progress.close()
+
+    if main:
+        save_projector(bare, final)
+        elapsed = time.monotonic() - t_train
+        logger.info("projector done: %d epochs, %d steps, %.1f images/s this run, last epoch mean loss %.5f -> %s",
+                    epochs, state.global_step, images_trained / max(elapsed, 1e-9), epoch_loss, final)
+    tracker.close()
+    distributed.barrier()
+    return TrainResult(final, start_epoch, epochs, state.global_step)
+
+
+# --------------------------------------------------------------------------- the workflow's job
+def run_job(job: dict) -> TrainResult:
+    """One process's part of the workflow's projector training (rule train_projector), from paths.
+
+    ``job`` (JSON-able): ``manifest`` (the training split's parquet file), ``sd_path``, ``clip_path``,
+    ``out_dir``, ``tracking`` (:class:`sdi.config.tracking.TrackingConfig` fields or None), and
+    :func:`train_projector`'s other keywords in ``settings``. :func:`sdi.training.distributed.launch` starts it.
+    """
+    settings = job["settings"]
+    with distributed.process_group(settings.get("device", "auto")):
+        tracking = job.get("tracking")
+        result = train_projector(pd.read_parquet(job["manifest"]), job["sd_path"], job["clip_path"], job["out_dir"],
+                                 tracking=None if tracking is None else TrackingConfig(**tracking), **settings)
+        if distributed.is_main_process():
+            logger.info("projector: %s (resumed from epoch %d, %d steps)", result.projector_dir,
+                        result.resumed_from, result.global_step)
+        return result
+
+
+if __name__ == "__main__":  # torchrun [...] -m sdi.training.projector '<job JSON>'
+    distributed.main_of(run_job)
