@@ -11,6 +11,8 @@ configfile: "config/config.yaml"
 report: "report/workflow.rst"
 
 
+include: "rules/config.smk"
+include: "rules/resources.smk"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"

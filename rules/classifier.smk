@@ -21,10 +21,7 @@ rule train_classifier:
         snapshot=run_config_snapshot,
     threads: job_threads("train_classifier")
     resources:
-        **job_placement("train_classifier"),
-        mem_mb=job_mem_mb("train_classifier"),
-        runtime=job_runtime("train_classifier"),
-        gpu=job_gpus("train_classifier"),
+        **job_resources("train_classifier"),
     conda:
         "../envs/sdi.yaml"
     script:

@@ -1,61 +1,16 @@
-# Shared helpers: config validation, wildcard constraints, input functions.
+# Wildcard constraints and input functions (the names they use come from rules/config.smk).
 import re
 
-import sdi  # sets the Hugging Face libraries offline before anything imports them
-
-from sdi.config.validation import ConfigError, TINY_MODELS, device_problem, enabled_datasets, mini_world_paths, model_paths, validate_config, variant_settings, without_execution
-from sdi.data.readers.cub import CUB_FILES
+from sdi.config.experiments import TRAINING_SET_KEYS, run_snapshot
+from sdi.config.validation import (
+    TINY_MODELS,
+    enabled_datasets,
+    variant_settings,
+    without_execution,
+)
 from sdi.data.readers.base import DatasetError
-from sdi.data.readers import dataset_listing
-from sdi.io.fingerprints import ListingError, list_files, write_listing
+from sdi.data.readers.cub import CUB_FILES
 from sdi.data.readers.medmnist import npz_path
-from sdi.models.folders import filter_clip_errors, projector_fit_errors
-from sdi.config.experiments import TRAINING_SET_KEYS, experiment_errors, methods, run_snapshot
-from sdi.config.tracking import tracking_problem
-
-# Once, before anything reads config: the schema's checks (each problem named with its key),
-# its defaults filled in, then references between keys and folders (sdi.config.validation).
-try:
-    validate_config(config, workflow.source_path("../config/schema.yaml"))
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
-_method_problems = experiment_errors(config)
-if _method_problems:
-    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_method_problems))
-if tracking_problem(config):  # e.g. tracking.wandb set without the wandb package
-    raise WorkflowError(tracking_problem(config))
-
-
-onstart:
-    # Before any job (not in dry runs): a GPU device that this machine lacks fails here,
-    # not in the middle of the pipeline.
-    if device_problem(config, workflow.local_exec):
-        raise WorkflowError(device_problem(config, workflow.local_exec))
-
-
-DATASETS = list(config["datasets"])
-MODELS = model_paths(config)
-# the mini world's cache folder and working-directory marker (sdi.config.validation.mini_world_paths), once
-MINI_WORLD = mini_world_paths(config) if config["models"]["mini"] else None
-# A trained projector fixes d_clip and d_cross: models of other sizes fail here, not in a job;
-# so does a models.filter_clip entry whose files are missing or cut short.
-_misfits = projector_fit_errors(
-    MODELS, {d: f"results/{d}/projector/final" for d in DATASETS}
-) + [f"config.{e}" for e in filter_clip_errors(config["models"]["filter_clip"])]
-if _misfits:
-    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_misfits))
-
-
-VARIANTS = list(config["variants"])
-DEFAULT_VARIANT = config["default_variant"]
-TEXT_VARIANTS = [
-    v
-    for v in VARIANTS
-    if config["samplers"][config["variants"][v]["sampler"]]["method"] == "text"
-]
-SHARDS = list(range(config["generation"]["shards"]))
-METHODS = methods(config)
-SEEDS = config["experiments"]["seeds"]
 
 
 def _alternation(names):
@@ -80,23 +35,6 @@ def dataset_entry(wildcards):
             f"to build results/{wildcards.dataset}/"
         )
     return entry
-
-
-# Input listings of user folders (sdi.io.fingerprints), written while planning.
-LISTINGS = ".snakemake/sdi/listings"
-
-
-def dataset_listing_path(dataset):
-    return f"{LISTINGS}/{dataset}.tsv"
-
-
-def model_listing_path(name):
-    return f"{LISTINGS}/models/{name}.tsv"
-
-
-def entry_options(entry):
-    """The format's own keys of a dataset entry (e.g. partition for dtd)."""
-    return {k: v for k, v in entry.items() if k not in ("format", "root", "builtin")}
 
 
 def dataset_options(wildcards):
@@ -160,51 +98,6 @@ def model_input(*names):
         for name in names
         if MODELS.get(name)
     }
-
-
-def write_listings():
-    """Write the listing of every user folder a job may read, before Snakemake builds the DAG.
-
-    Snakemake caches what it has seen of a folder while it builds the DAG, so a listing that an
-    input function writes then can be reported missing (MissingInputException) on the first
-    call. Written here, every listing is in place however the DAG is entered (all, a targeted
-    results/<dataset>/..., -n). Each is rewritten only when its folder changed. A dataset whose
-    folder cannot be listed fails only the targets that need it (dataset_files raises its error).
-    Jobs started by a cluster executor skip this: the main process wrote the listings already.
-    """
-    errors = {}
-    for name, entry in config["datasets"].items():
-        if (
-            not entry.get("root")
-            or entry.get("builtin")
-            or entry["format"] == "medmnist"
-        ):
-            continue
-        key = f"config.datasets.{name}.root"
-        try:
-            write_listing(
-                dataset_listing_path(name),
-                dataset_listing(
-                    entry["format"], entry["root"], key, entry_options(entry)
-                ),
-            )
-        except DatasetError as exc:
-            errors[name] = str(exc)
-        except ListingError as exc:
-            errors[name] = f"{key}: {exc}"
-    if not config["models"]["tiny"] and not config["models"]["mini"]:
-        for name, folder in MODELS.items():
-            if folder:
-                try:
-                    write_listing(model_listing_path(name), list_files(folder))
-                except ListingError as exc:
-                    raise WorkflowError(f"config.models.{name}: {exc}") from None
-    return errors
-
-
-LISTING_ERRORS = (
-    {} if workflow.remote_exec or workflow.subprocess_exec else write_listings()
-)
 
 
 def variant(wildcards):
@@ -370,41 +263,3 @@ def all_targets():
     if enabled_datasets(config):
         targets += [f"results/summary.{ext}" for ext in ("csv", "md", "html", "png")]
     return targets
-
-
-# --- Job resources: config.resources (what a job needs) and config.cluster (where it runs).
-# Local runs use threads and the gpu resource; the SLURM profile turns all of them into
-# sbatch options (profiles/slurm/, README "Run on a cluster").
-
-
-def job_threads(rule_name):
-    return config["resources"][rule_name]["cpus"]
-
-
-def job_mem_mb(rule_name):
-    """config.resources.<rule>.mem_mb on the first attempt, n times it on attempt n (--retries)."""
-    base = config["resources"][rule_name]["mem_mb"]
-    return lambda wildcards, attempt: base * attempt
-
-
-def job_runtime(rule_name):
-    return config["resources"][rule_name]["runtime"]
-
-
-def job_gpus(rule_name):
-    return config["resources"][rule_name]["gpus"]
-
-
-def job_placement(rule_name):
-    """SLURM placement from config.cluster (account, partition, qos and, for jobs with
-    GPUs, GPU model and constraint); unset keys are left out of the sbatch call."""
-    cluster = config["cluster"]
-    gpu = config["resources"][rule_name].get("gpus", 0) > 0
-    placement = {
-        "slurm_account": cluster["account"],
-        "slurm_partition": (gpu and cluster["gpu_partition"]) or cluster["partition"],
-        "qos": cluster["qos"],
-        "gpu_model": cluster["gpu_model"] if gpu else None,
-        "constraint": cluster["gpu_constraint"] if gpu else None,
-    }
-    return {k: v for k, v in placement.items() if v is not None}

@@ -25,9 +25,7 @@ rule demo_dataset:
         options=config["demo_data"],
     threads: job_threads("demo_dataset")
     resources:
-        **job_placement("demo_dataset"),
-        mem_mb=job_mem_mb("demo_dataset"),
-        runtime=job_runtime("demo_dataset"),
+        **job_resources("demo_dataset"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -57,9 +55,7 @@ rule mini_dataset:
         options=config["mini_data"],
     threads: job_threads("mini_dataset")
     resources:
-        **job_placement("mini_dataset"),
-        mem_mb=job_mem_mb("mini_dataset"),
-        runtime=job_runtime("mini_dataset"),
+        **job_resources("mini_dataset"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -84,9 +80,7 @@ rule medmnist_images:
         size=lambda w: dataset_entry(w)["size"],
     threads: job_threads("medmnist_images")
     resources:
-        **job_placement("medmnist_images"),
-        mem_mb=job_mem_mb("medmnist_images"),
-        runtime=job_runtime("medmnist_images"),
+        **job_resources("medmnist_images"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -111,9 +105,7 @@ rule split:
         seed=config["split"]["seed"],
     threads: job_threads("split")
     resources:
-        **job_placement("split"),
-        mem_mb=job_mem_mb("split"),
-        runtime=job_runtime("split"),
+        **job_resources("split"),
     conda:
         "../envs/sdi.yaml"
     script:

@@ -77,9 +77,7 @@ rule export:
         command=export_command,
     threads: job_threads("export")
     resources:
-        **job_placement("export"),
-        mem_mb=job_mem_mb("export"),
-        runtime=job_runtime("export"),
+        **job_resources("export"),
     conda:
         "../envs/sdi.yaml"
     script:

@@ -20,10 +20,7 @@ rule filter:
         dtype=config["generation"]["dtype"],
     threads: job_threads("filter")
     resources:
-        **job_placement("filter"),
-        mem_mb=job_mem_mb("filter"),
-        runtime=job_runtime("filter"),
-        gpu=job_gpus("filter"),
+        **job_resources("filter"),
     conda:
         "../envs/sdi.yaml"
     script:

@@ -22,10 +22,7 @@ rule generate:
         options=lambda w: variant(w)["generation"],
     threads: job_threads("generate")
     resources:
-        **job_placement("generate"),
-        mem_mb=job_mem_mb("generate"),
-        runtime=job_runtime("generate"),
-        gpu=job_gpus("generate"),
+        **job_resources("generate"),
     conda:
         "../envs/sdi.yaml"
     script:

@@ -14,9 +14,7 @@ rule tiny_models:
         seed=0,
     threads: job_threads("tiny_models")
     resources:
-        **job_placement("tiny_models"),
-        mem_mb=job_mem_mb("tiny_models"),
-        runtime=job_runtime("tiny_models"),
+        **job_resources("tiny_models"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -38,9 +36,7 @@ if config["models"]["mini"]:
             world=MINI_WORLD["world"],
         threads: job_threads("mini_world")
         resources:
-            **job_placement("mini_world"),
-            mem_mb=job_mem_mb("mini_world"),
-            runtime=job_runtime("mini_world"),
+            **job_resources("mini_world"),
         conda:
             "../envs/sdi.yaml"
         script:

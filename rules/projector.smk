@@ -20,10 +20,7 @@ rule train_projector:
         settings=config["projector"],
     threads: job_threads("train_projector")
     resources:
-        **job_placement("train_projector"),
-        mem_mb=job_mem_mb("train_projector"),
-        runtime=job_runtime("train_projector"),
-        gpu=job_gpus("train_projector"),
+        **job_resources("train_projector"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -45,10 +42,7 @@ rule embeddings:
         models=MODELS,
     threads: job_threads("embeddings")
     resources:
-        **job_placement("embeddings"),
-        mem_mb=job_mem_mb("embeddings"),
-        runtime=job_runtime("embeddings"),
-        gpu=job_gpus("embeddings"),
+        **job_resources("embeddings"),
     conda:
         "../envs/sdi.yaml"
     script:

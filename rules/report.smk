@@ -50,10 +50,7 @@ rule diagnostics:
         options=without_execution("diagnostics", config["diagnostics"]),
     threads: job_threads("diagnostics")
     resources:
-        **job_placement("diagnostics"),
-        mem_mb=job_mem_mb("diagnostics"),
-        runtime=job_runtime("diagnostics"),
-        gpu=job_gpus("diagnostics"),
+        **job_resources("diagnostics"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -100,9 +97,7 @@ rule report_filter_figures:
         grid=config["report"],
     threads: job_threads("report_filter_figures")
     resources:
-        **job_placement("report_filter_figures"),
-        mem_mb=job_mem_mb("report_filter_figures"),
-        runtime=job_runtime("report_filter_figures"),
+        **job_resources("report_filter_figures"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -128,9 +123,7 @@ rule training_curves:
         ],
     threads: job_threads("training_curves")
     resources:
-        **job_placement("training_curves"),
-        mem_mb=job_mem_mb("training_curves"),
-        runtime=job_runtime("training_curves"),
+        **job_resources("training_curves"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -167,9 +160,7 @@ rule summary:
         },
     threads: job_threads("summary")
     resources:
-        **job_placement("summary"),
-        mem_mb=job_mem_mb("summary"),
-        runtime=job_runtime("summary"),
+        **job_resources("summary"),
     conda:
         "../envs/sdi.yaml"
     script:
@@ -193,9 +184,7 @@ rule overview:
         "logs/{dataset}/overview.log",
     threads: job_threads("report_filter_figures")
     resources:
-        **job_placement("report_filter_figures"),
-        mem_mb=job_mem_mb("report_filter_figures"),
-        runtime=job_runtime("report_filter_figures"),
+        **job_resources("report_filter_figures"),
     conda:
         "../envs/sdi.yaml"
     script:

@@ -17,9 +17,7 @@ rule sample:
         run_seed=config["generation"]["seed"],
     threads: job_threads("sample")
     resources:
-        **job_placement("sample"),
-        mem_mb=job_mem_mb("sample"),
-        runtime=job_runtime("sample"),
+        **job_resources("sample"),
     conda:
         "../envs/sdi.yaml"
     script:

@@ -12,10 +12,6 @@ import yaml
 from sdi.config.validation import without_execution
 from sdi.io.artifacts import atomic_write
 
-METHOD_KEYS = {"variant", "augment", "augment_at", "label", "multiples", "pool", "real_copies", "keep_ratio",
-               "draw_seed"}
-
-
 FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.variant_settings that only filtering reads
 
 
@@ -60,28 +56,20 @@ def methods(config: dict) -> dict[str, dict]:
 def experiment_errors(config: dict) -> list[str]:
     """Method entries that cannot be run, each naming its key and the fix (checked before any job).
 
-    Unknown keys, a variant that does not exist, ``multiples`` <= 0, ``real_copies`` < 0, the
-    synthetic-data keys (multiples, pool, keep_ratio, draw_seed) on a method without a variant,
-    ``keep_ratio`` with ``pool: generated``, and ``augment_at: raw`` with no augmentation.
+    What the schema cannot say (it rejects unknown keys, ``multiples`` <= 0 and ``real_copies`` < 0
+    first): a variant that does not exist, the synthetic-data keys (multiples, pool, keep_ratio,
+    draw_seed) on a method without a variant, ``keep_ratio`` with ``pool: generated``, and
+    ``augment_at: raw`` with no augmentation.
     """
     problems = []
     entries = config.get("experiments", {}).get("methods") or {}
     for name, entry in entries.items():
         entry = entry or {}
         key = f"config.experiments.methods.{name}"
-        for k in sorted(set(entry) - METHOD_KEYS):
-            problems.append(f"{key}.{k}: unknown key; allowed: {', '.join(sorted(METHOD_KEYS))}")
         v = entry.get("variant")
         if v is not None and v not in config["variants"]:
             problems.append(f"{key}.variant: {v!r} is not a key of variants "
                             f"({', '.join(config['variants'])}); add the variant or fix the name")
-        multiples, copies = entry.get("multiples"), entry.get("real_copies", 0)
-        if multiples is not None and not (isinstance(multiples, int | float) and multiples > 0):
-            problems.append(f"{key}.multiples: {multiples!r} must be a number > 0 (synthetic images per real "
-                            "training image of the class); remove it to use every image of the pool")
-        if not (isinstance(copies, int) and not isinstance(copies, bool) and copies >= 0):
-            problems.append(f"{key}.real_copies: {copies!r} must be an integer >= 0 (extra copies of the real "
-                            "training set; the reference's augmentation baselines use 20)")
         if v is None:
             for k in SYNTHETIC_KEYS:
                 if k in entry:

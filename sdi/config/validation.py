@@ -190,7 +190,7 @@ def path_errors(config: dict) -> list[str]:
 
 
 def reference_errors(config: dict) -> list[str]:
-    """Names that must refer to other entries: samplers, the default variant, classifier runs."""
+    """Names that must refer to other entries: each variant's sampler, the default variant."""
     problems = []
     for name, entry in config["variants"].items():
         if entry["sampler"] not in config["samplers"]:
@@ -199,9 +199,6 @@ def reference_errors(config: dict) -> list[str]:
     if config["default_variant"] not in config["variants"]:
         problems.append(f"config.default_variant: {config['default_variant']!r} is not a key of variants "
                         f"({', '.join(config['variants'])})")
-    for run in config.get("classifier", {}).get("runs", []):
-        if run != "real" and run not in config["variants"]:
-            problems.append(f"config.classifier.runs: {run!r} is neither 'real' nor a key of variants")
     return problems
 
 
