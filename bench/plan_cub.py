@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config", "envs", "profiles", "report")
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import copy_workflow  # noqa: E402  (the tests' copy of the workflow, as a user's checkout)
+
 N_CLASSES, N_TRAIN, N_TEST = 200, 5994, 5794  # CUB_200_2011
 
 SAMPLERS = {
@@ -60,13 +61,7 @@ def write_cub_metadata(root: Path) -> Path:
 
 
 def cub_workflow(dest: Path, shards: int) -> Path:
-    dest.mkdir(parents=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
+    copy_workflow(dest)
     root = write_cub_metadata(dest / "data" / "CUB_200_2011")
     path = dest / "config" / "config.yaml"
     config = yaml.safe_load(path.read_text())

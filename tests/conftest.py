@@ -1,19 +1,31 @@
-"""Shared fixtures: a socket guard (the test run must never reach the network), tiny
-models and a tiny digits dataset, each built once per session with the real code."""
+"""Shared fixtures: the network guard (the test run must never reach the network), tiny models and a
+tiny digits dataset, and the one finished demo that every test needing one shares; each built once
+per session (per xdist worker: the tests of a shared run are in one xdist group) with the real code.
+Shared helpers (not fixtures) are in helpers.py."""
 
 from __future__ import annotations
 
 import shutil
-import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 import sdi  # noqa: F401  (offline mode for the HF libraries)
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent / "netguard"))
+import sdi_netguard  # noqa: E402
+from helpers import SMALL, copy_workflow, edit_config, run_snakemake  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    """``make test`` runs two xdist workers with ``--dist loadgroup``: a test file's tests stay together on
+    one worker (its module fixtures, such as a workflow run, are made once), unless a test names its own
+    group (``xdist_group("demo")``: the tests of the shared finished demo, across files)."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 class NetworkAccessError(RuntimeError):
@@ -23,24 +35,9 @@ class NetworkAccessError(RuntimeError):
 @pytest.fixture(autouse=True, scope="session")
 def no_network():
     """Fail any test that opens an internet socket (unix sockets stay allowed)."""
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def guarded(self, address, *args):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise NetworkAccessError(f"test tried to reach the network: {address!r}")
-        return real_connect(self, address, *args)
-
-    def guarded_ex(self, address, *args):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise NetworkAccessError(f"test tried to reach the network: {address!r}")
-        return real_connect_ex(self, address, *args)
-
-    socket.socket.connect = guarded
-    socket.socket.connect_ex = guarded_ex
+    sdi_netguard.install(NetworkAccessError)
     yield
-    socket.socket.connect = real_connect
-    socket.socket.connect_ex = real_connect_ex
+    sdi_netguard.uninstall()
 
 
 @pytest.fixture(scope="session")
@@ -63,12 +60,19 @@ def digits_split(tmp_path_factory) -> dict:
     return make_split(read_cub(root), val_fraction=0.34, seed=0)
 
 
-# Every rule that takes its size from config.resources (the schema lists them).
-SIZED_RULES = list(yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-                   ["properties"]["resources"]["properties"])
-# One thread per job: the small test workflows' jobs are import- and load-bound, so on a 2-core
-# machine two of them run at once instead of one job holding both cores (schema defaults: 4-8).
-ONE_THREAD_JOBS = {rule: {"cpus": 1} for rule in SIZED_RULES}
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory, tiny_models) -> Path:
+    """The one finished demo of the suite: ``snakemake all`` and the SDI export on helpers.SMALL, with the
+    models as a user's folders (models.tiny: false; copies of the tiny models, which a test may rewrite).
+    Tests that use it are marked ``xdist_group("demo")`` so that one worker runs it once; a test that
+    changes the run leaves it as it found it (the weights test goes last: test_workflow_demo.py ends
+    with it)."""
+    root = tmp_path_factory.mktemp("demo")
+    workflow = copy_workflow(root / "wf")
+    models = {name: str(shutil.copytree(folder, root / "models" / name)) for name, folder in tiny_models.items()}
+    edit_config(workflow, **SMALL, models={"tiny": False, **models})
+    run_snakemake(workflow, "--cores", "2", "all", "results/demo/export/sdi")
+    return workflow
 
 
 @pytest.fixture(scope="module")
@@ -81,37 +85,6 @@ def module_tmp(request, tmp_path_factory) -> Iterator[Path]:
     yield path
     if request.session.testsfailed == failed:
         shutil.rmtree(path, ignore_errors=True)
-
-
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow_scripts", "config", "envs", "profiles", "report")
-
-
-def copy_workflow(dest: Path) -> Path:
-    """Copy the workflow (not results) into dest, as a user's checkout would look."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
-
-
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
-    """Run the Snakemake CLI in workdir with the network blocked; returns CompletedProcess."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
 
 
 @pytest.fixture

@@ -274,7 +274,7 @@ def test_unknown_arch_fails_at_planning():
 
     from sdi.config.validation import ConfigError, validate_config
 
-    from conftest import REPO
+    from helpers import REPO
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["classifier"]["arch"] = "resnet5O"

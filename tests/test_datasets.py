@@ -1,10 +1,8 @@
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from sdi.data.readers import read_dataset
 from sdi.data.readers.base import DatasetError, check_images, class_name_from_folder
@@ -13,16 +11,14 @@ from sdi.data.readers.imagefolder import read_imagefolder
 from sdi.data.split import make_split
 from sdi.io.images import load_rgb
 
+from helpers import write_image
+
 MODES = ["RGB", "L", "RGBA", "CMYK", "P", "LA"]
 
 
-def _save(path: Path, mode: str, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = np.random.default_rng(seed).integers(0, 255, (20, 24, 3), dtype=np.uint8)
-    img = Image.fromarray(rgb, "RGB")
-    img = img.convert("P") if mode == "P" else img.convert(mode)
-    suffix = ".jpg" if mode in ("CMYK", "L") else ".png"
-    img.save(path.with_suffix(suffix))
+def _named(path: Path, mode: str) -> Path:
+    """JPEG for the modes JPEG holds (CMYK, L), PNG for the others."""
+    return path.with_suffix(".jpg" if mode in ("CMYK", "L") else ".png")
 
 
 def make_cub(root: Path, n_train=(5, 7, 3), n_test=(2, 2, 2)) -> Path:
@@ -35,7 +31,7 @@ def make_cub(root: Path, n_train=(5, 7, 3), n_test=(2, 2, 2)) -> Path:
             k += 1
             mode = MODES[k % len(MODES)]
             rel = f"{cls}/img_{k:03d}"
-            _save(root / "images" / rel, mode, k)
+            write_image(_named(root / "images" / rel, mode), k, (24, 20), mode)
             rel += ".jpg" if mode in ("CMYK", "L") else ".png"
             images.append(f"{k} {rel}")
             labels.append(f"{k} {ci + 1}")
@@ -53,7 +49,8 @@ def make_imagefolder(root: Path, n_train=(4, 6), n_test=(3, 1)) -> Path:
         for part, n in (("train", n_train[ci]), ("test", n_test[ci])):
             for _ in range(n):
                 k += 1
-                _save(root / part / cls / f"{k:03d}", MODES[k % len(MODES)], k)
+                write_image(_named(root / part / cls / f"{k:03d}", MODES[k % len(MODES)]), k, (24, 20),
+                            MODES[k % len(MODES)])
     return root
 
 
@@ -176,7 +173,7 @@ def test_cub_image_listed_but_absent(tmp_path):
 
 def test_imagefolder_test_class_not_in_train(tmp_path):
     root = make_imagefolder(tmp_path / "if")
-    _save(root / "test" / "zebra" / "x", "RGB", 0)
+    write_image(root / "test" / "zebra" / "x.png", 0, (24, 20))
     with pytest.raises(DatasetError, match="zebra: class folder not present in train"):
         read_imagefolder(root)
 

@@ -2,7 +2,7 @@ import tomllib
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_conda_env_pins_match_pyproject():

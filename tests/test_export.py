@@ -2,7 +2,7 @@
 as a folder that Hugging Face datasets, torchvision and WebDataset read as it is; training writes
 TensorBoard events; the Python API is light to import and the README's example runs.
 
-One small demo workflow run per module (export of the `sdi` method and its classifier run); the other
+The suite's shared finished demo (its export of the `sdi` method and its classifier runs); the other
 exports go through the Python API on that run's files."""
 
 from __future__ import annotations
@@ -16,35 +16,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import test_workflow_demo as demo
-from conftest import ONE_THREAD_JOBS, REPO, copy_workflow, run_snakemake
+from helpers import REPO, run_snakemake
 
-pytestmark = pytest.mark.workflow
-
-SMALL = {
-    "demo_data": {"train_per_class": 5, "test_per_class": 2, "image_size": 32, "seed": 0},
-    "projector": {"epochs": 1, "batch_size": 8, "checkpoint_every": 1},
-    "samplers": {"gauss": {"method": "gauss", "expansion": 2}, "text": {"method": "text", "expansion": 1}},
-    "generation": {"shards": 1, "steps": 2, "batch_size": 8},
-    "classifier": {"epochs": 1, "batch_size": 16, "resize": 36, "crop": 32, "num_workers": 0},
-    "experiments": {"seeds": [0], "methods": {
-        "real": {},
-        "sdi": {"variant": "gauss-g2.0"},
-        # every generated image drawn 3x per real image (with replacement: the pool holds 2x) + one real copy
-        "sdi-3x": {"variant": "gauss-g2.0", "pool": "generated", "multiples": 3, "real_copies": 1},
-    }},
-    "export": {"webdataset": True, "shard_size": 16},
-    "resources": ONE_THREAD_JOBS,
-}
+# the suite's shared finished demo (conftest.finished_demo: helpers.SMALL, with results/demo/export/sdi)
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("demo")]
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}  # export folder -> Hugging Face split
 
 
-@pytest.fixture(scope="module")
-def run(module_tmp) -> Path:
-    workflow = copy_workflow(module_tmp / "wf")
-    demo._write_config(workflow, **SMALL)
-    run_snakemake(workflow, "--cores", "2", "results/demo/export/sdi", "results/demo/classifier/sdi/seed0/metrics.json")
-    return workflow
+@pytest.fixture
+def run(finished_demo) -> Path:
+    return finished_demo
 
 
 def _metadata(export: Path) -> pd.DataFrame:
@@ -95,9 +76,9 @@ def test_export_is_the_runs_training_set(run):
 
     readme = (export / "README.md").read_text()
     assert "snakemake --cores all results/demo/export/sdi" in readme
-    assert "| | **total** | 40 | 40 | 10 | 20 |" in readme and "variant: gauss-g2.0" in readme
+    assert "| | **total** | 40 | 40 | 10 | 30 |" in readme and "variant: gauss-g2.0" in readme
     info = json.loads((export / "export.json").read_text())
-    assert info["files"] == {"train": 80, "val": 10, "test": 20} and info["method"] == "sdi"
+    assert info["files"] == {"train": 80, "val": 10, "test": 30} and info["method"] == "sdi"
 
 
 def test_files_are_hard_links_of_the_sources(run):
@@ -190,7 +171,7 @@ def test_export_targets_are_checked_while_planning(run):
     bad = run_snakemake(run, "-n", "--cores", "2", "results/demo/export/nope", check=False)
     assert bad.returncode != 0
     assert "'nope' is not a key of config.experiments.methods" in bad.stderr + bad.stdout
-    assert "real, sdi, sdi-3x, or 'default'" in bad.stderr + bad.stdout
+    assert "real, sdi, sdi-2x, copies, or 'default'" in bad.stderr + bad.stdout
 
 
 def test_tensorboard_events_hold_the_logged_values(run):
@@ -218,9 +199,9 @@ def test_tensorboard_events_hold_the_logged_values(run):
     assert classifier.Scalars("test/top1")[-1].value == pytest.approx(metrics["top1"], rel=1e-5)
 
     grids = events(res / "sei" / "gauss-g2.0" / "tensorboard")
-    # two jobs' grids in one folder, each in event files of its own
-    assert set(grids.Tags()["images"]) == {"generation/shard0", "filter/kept_and_dropped"}
-    assert len(list((res / "sei" / "gauss-g2.0" / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    # three jobs' grids (two shards, the filter) in one folder, each in event files of its own
+    assert set(grids.Tags()["images"]) == {"generation/shard0", "generation/shard1", "filter/kept_and_dropped"}
+    assert len(list((res / "sei" / "gauss-g2.0" / "tensorboard").glob("events.out.tfevents.*"))) == 3
 
 
 def test_wandb_configured_but_missing_is_named():
@@ -259,9 +240,9 @@ def test_python_api_is_light_to_import_and_documented():
         assert callable(function) and function.__doc__, name
         signature = inspect.signature(function)
         assert signature.return_annotation is not inspect.Signature.empty, name
-    import sdi.training.projector  # noqa: F401  (the module of the same name does not shadow the function)
+    import sdi.training.projector  # the stage's module lives in its layer's subpackage, apart from the function
 
-    assert inspect.isfunction(sdi.training.projector)
+    assert inspect.isfunction(sdi.train_projector) and sdi.train_projector is sdi.training.projector.train_projector
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):

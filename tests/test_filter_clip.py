@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image, ImageDraw
 
 from sdi.models.folders import ModelFolderError, filter_clip_errors
@@ -18,7 +17,7 @@ from sdi.models.loaders import OpenClip, TransformersClip, load_clip, load_filte
 from sdi.models.random_models import TINY_OPEN_CLIP, TINY_WIDTH, build_tiny_open_clip
 from sdi.pipeline.filtering import filter_generated
 
-from conftest import run_snakemake
+from helpers import edit_config, run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -146,15 +145,11 @@ def test_diagnostics_use_the_open_clip_space(open_clip_spec, tiny_models, tmp_pa
 
 @pytest.mark.workflow
 def test_filter_clip_entry_is_checked_before_any_job(workflow, open_clip_spec, tmp_path):
-    config_path = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(config_path.read_text())
     missing = tmp_path / "open_clip_pytorch_model.bin"
-    config["models"]["filter_clip"] = {"architecture": "ViT-L-14", "weights": str(missing)}
-    config_path.write_text(yaml.safe_dump(config))
+    edit_config(workflow, models={"filter_clip": {"architecture": "ViT-L-14", "weights": str(missing)}})
     proc = run_snakemake(workflow, "--cores", "1", "-n", "all", check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Job stats" not in output
     assert f"config.models.filter_clip.weights: file {missing} does not exist" in output, output[-3000:]
-    config["models"]["filter_clip"] = open_clip_spec
-    config_path.write_text(yaml.safe_dump(config))
+    edit_config(workflow, lambda c: c["models"].update(filter_clip=open_clip_spec))
     run_snakemake(workflow, "--cores", "1", "-n", "all")

@@ -4,33 +4,24 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
-from PIL import Image
 
 from sdi.data.readers import dataset_listing
 from sdi.io.fingerprints import Listing, list_files, stat_files, write_if_changed, write_listing
 
-from conftest import run_snakemake
-
-
-def _img(path: Path, seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (10, 12, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
+from helpers import edit_config, make_medmnist, run_snakemake, write_image
 
 
 def make_imagefolder(root: Path) -> Path:
     for k, (part, cls) in enumerate([(p, c) for p in ("train", "test") for c in ("cat", "dog") for _ in range(3)]):
-        _img(root / part / cls / f"{k:03d}.png", k)
+        write_image(root / part / cls / f"{k:03d}.png", k)
     return root
 
 
 def test_list_files_walks_the_tree(tmp_path):
     root = make_imagefolder(tmp_path / "if")
     (root / "train" / ".DS_Store").write_text("x")
-    _img(tmp_path / "elsewhere" / "x.png")
+    write_image(tmp_path / "elsewhere" / "x.png")
     os.symlink(tmp_path / "elsewhere", root / "linked")  # a symlinked folder is followed
     os.symlink(root, root / "train" / "loop")  # each real folder is visited once: no endless loop
     listing = list_files(root)
@@ -55,7 +46,7 @@ def test_listing_is_rewritten_only_when_the_tree_changes(tmp_path):
     os.utime(listing, ns=(1, 1))
     assert not write_listing(listing, dataset_listing("imagefolder", root))  # unchanged tree: untouched
     assert listing.stat().st_mtime_ns == 1
-    _img(root / "train" / "cat" / "new.png", 99)  # an image added deep inside a class folder
+    write_image(root / "train" / "cat" / "new.png", 99)  # an image added deep inside a class folder
     assert write_listing(listing, dataset_listing("imagefolder", root))
     assert listing.stat().st_mtime_ns > newest and "train/cat/new.png" in listing.read_text()
     target = root / "test" / "dog" / "011.png"  # replaced by a file of the same size
@@ -73,9 +64,9 @@ def test_listing_is_rewritten_only_when_the_tree_changes(tmp_path):
 
 def test_listing_of_a_table_names_the_lists_and_their_images(tmp_path):
     root = tmp_path / "imagenet"
-    _img(root / "train" / "n1" / "a.JPEG")
-    _img(root / "val" / "n1" / "b.JPEG")
-    _img(root / "train" / "n2" / "unlisted.JPEG")
+    write_image(root / "train" / "n1" / "a.JPEG")
+    write_image(root / "val" / "n1" / "b.JPEG")
+    write_image(root / "train" / "n2" / "unlisted.JPEG")
     (root / "train.csv").write_text("path,class_name\ntrain/n1/a.JPEG,tench\n")
     (root / "test.csv").write_text("path,class_name\nval/n1/b.JPEG,tench\n")
     text = dataset_listing("table", root, options={"files": {"train": "train.csv", "test": "test.csv"}}).text()
@@ -87,24 +78,10 @@ def test_listing_format():
     assert Listing([("a b/c.png", 3, 7)], 7).text() == "path\tsize\tmtime_ns\na b/c.png\t3\t7\n"
 
 
-def _configure(workflow: Path, datasets: dict) -> None:
-    path = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["datasets"].update(datasets)
-    path.write_text(yaml.safe_dump(config))
-
-
-def _configure_split(workflow: Path, **split) -> None:
-    path = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["split"].update(split)
-    path.write_text(yaml.safe_dump(config))
-
-
 @pytest.mark.workflow
 def test_adding_an_image_reruns_the_split(workflow, tmp_path):
     root = make_imagefolder(tmp_path / "pets")
-    _configure(workflow, {"pets": {"format": "imagefolder", "root": str(root)}})
+    edit_config(workflow, datasets={"pets": {"format": "imagefolder", "root": str(root)}})
     run_snakemake(workflow, "--cores", "1", "results/pets/split")
     parts = sorted(p.name for p in (workflow / "results" / "pets" / "split").glob("*.parquet"))
     assert parts == ["test.parquet", "train.parquet", "val.parquet"]
@@ -113,7 +90,7 @@ def test_adding_an_image_reruns_the_split(workflow, tmp_path):
     (workflow / ".snakemake" / "sdi" / "listings" / "pets.tsv").unlink()  # a lost listing reruns nothing
     proc = run_snakemake(workflow, "-n", "--cores", "1", "results/pets/split")
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    _img(root / "train" / "cat" / "added.png", 42)
+    write_image(root / "train" / "cat" / "added.png", 42)
     proc = run_snakemake(workflow, "-n", "--cores", "1", "results/pets/split")
     out = proc.stdout + proc.stderr
     assert "rule split" in out and "Nothing to be done" not in out, out[-3000:]
@@ -123,11 +100,10 @@ def test_adding_an_image_reruns_the_split(workflow, tmp_path):
 @pytest.mark.workflow
 def test_medmnist_runs_through_its_png_rule(workflow, tmp_path):
     import pandas as pd
-    from test_releases import make_medmnist
 
     root = make_medmnist(tmp_path / "medmnist")
-    _configure(workflow, {"pm": {"format": "medmnist", "root": str(root), "flag": "pathmnist"}})
-    _configure_split(workflow, val_source="official")
+    edit_config(workflow, datasets={"pm": {"format": "medmnist", "root": str(root), "flag": "pathmnist"}})
+    edit_config(workflow, split={"val_source": "official"})
     proc = run_snakemake(workflow, "--cores", "2", "results/pm/split")
     assert "medmnist_images" in proc.stdout + proc.stderr
     split = workflow / "results" / "pm" / "split"
@@ -135,6 +111,6 @@ def test_medmnist_runs_through_its_png_rule(workflow, tmp_path):
     assert counts == {"train": 18, "val": 9, "test": 9}
     train = pd.read_parquet(split / "train.parquet")
     assert train.class_name.iloc[0] == "adipose" and train.path.str.startswith("results/pm/images/train/").all()
-    _configure(workflow, {"pm": {"format": "medmnist", "root": str(root), "flag": "pathmnist", "size": 64}})
+    edit_config(workflow, datasets={"pm": {"format": "medmnist", "root": str(root), "flag": "pathmnist", "size": 64}})
     proc = run_snakemake(workflow, "-n", "--cores", "1", "results/pm/split", check=False)
     assert proc.returncode != 0 and "holds no pathmnist_64.npz" in proc.stdout + proc.stderr

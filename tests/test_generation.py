@@ -29,7 +29,7 @@ from sdi.io.artifacts import write_parquet
 from sdi.models.schedulers import METHOD_DDIM, SchedulerError, make_scheduler
 from sdi.pipeline.generation import (
     AUTO_BATCH_CPU,
-    MANIFEST_COLUMNS,
+    SHARD_COLUMNS,
     GenerationError,
     GenerationSettings,
     ImageGenerator,
@@ -86,7 +86,7 @@ def reference(ddim, tmp_path_factory):
 
 def test_manifest_has_provenance_and_layout(reference, tiny_models, tmp_path):
     samples, manifest, out = reference
-    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert list(manifest.columns) == SHARD_COLUMNS
     assert manifest.sample_id.tolist() == samples.sample_id.tolist()
     row = manifest.iloc[4]
     assert row.path == str(out / "images" / "0001_digit_one" / "c001_s00004.png")
@@ -220,7 +220,7 @@ def test_bad_samples_are_refused(ddim, tmp_path):
         generate_shard(make_samples(2).drop(columns="seed"), ddim, tmp_path, FAST)
     assert not (tmp_path / "images").exists()
     empty = generate_shard(make_samples(2).iloc[:0], ddim, tmp_path, FAST)
-    assert empty.empty and list(empty.columns) == MANIFEST_COLUMNS
+    assert empty.empty and list(empty.columns) == SHARD_COLUMNS
 
 
 def test_regenerate_command_gives_the_stored_bytes(reference, tiny_models, tmp_path):

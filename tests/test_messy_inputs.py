@@ -3,7 +3,6 @@ one image decoder (16-bit, EXIF orientation), ImageFolder read as torchvision re
 no silent degradation (GMM components, tiny expansions, empty validation, scheduler names,
 file names that are not UTF-8, export names)."""
 
-import copy
 import hashlib
 import logging
 import os
@@ -27,7 +26,7 @@ from sdi.pipeline.export import class_dir, export_table
 from sdi.pipeline.sampling import n_generated, sample_class_embeddings
 from sdi.pipeline.training_set import method_training_set
 
-from conftest import ONE_THREAD_JOBS, REPO, copy_workflow, run_snakemake
+from helpers import ONE_THREAD_JOBS, REPO, copy_workflow, edit_config, run_snakemake
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -275,15 +274,8 @@ SMALL = {
 
 def _new_dataset_workflow(dest: Path, datasets: dict, models: dict | None) -> Path:
     workflow = copy_workflow(dest)
-    path = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    for section, values in copy.deepcopy(SMALL).items():
-        config[section] = values if section == "samplers" else {**config.get(section, {}), **values}
-    config["datasets"]["demo"]["root"] = None
-    config["datasets"].update(datasets)
-    if models:
-        config["models"] = {"tiny": False, **{k: str(v) for k, v in models.items()}}
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    user_models = {"models": {"tiny": False, **{k: str(v) for k, v in models.items()}}} if models else {}
+    edit_config(workflow, **SMALL, datasets={"demo": {"root": None}, **datasets}, **user_models)
     return workflow
 
 

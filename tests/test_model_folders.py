@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from sdi.models.folders import (
@@ -29,7 +28,7 @@ from sdi.models.loaders import load_clip, load_clip_vision, load_sd_pipeline
 from sdi.models.projector import SemanticProjector
 from sdi.models.random_models import TINY_WIDTH, build_random_clip, build_random_sd
 
-from conftest import run_snakemake
+from helpers import edit_config, run_snakemake
 
 UNET_FP16 = "unet/diffusion_pytorch_model.fp16.safetensors"
 
@@ -198,11 +197,8 @@ def test_models_must_fit_the_trained_projector(tiny_models, tmp_path):
 @pytest.mark.workflow
 def test_broken_model_folders_fail_before_any_job(workflow, tiny_models, hub_models, tmp_path):
     """The workflow checks model folders and trained projectors when it builds the DAG."""
-    config_path = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(config_path.read_text())
     sd = _copy(hub_models["sd"], tmp_path / "sd")
-    config["models"].update(tiny=False, sd=str(sd), clip=str(hub_models["clip"]))
-    config_path.write_text(yaml.safe_dump(config))
+    edit_config(workflow, models={"tiny": False, "sd": str(sd), "clip": str(hub_models["clip"])})
     weights = sd / "text_encoder/model.safetensors"
     with open(weights, "r+b") as fh:
         fh.truncate(weights.stat().st_size - 10)

@@ -20,13 +20,9 @@ from sdi.data.readers.imagefolder import read_imagefolder
 from sdi.data.readers.medmnist import MEDMNIST_LABELS, npz_path, write_medmnist_images
 from sdi.data.split import make_split
 
+from helpers import make_medmnist, write_image
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _img(path: Path, seed: int = 0, size=(12, 10)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
 
 
 def _lines(path: Path, lines) -> None:
@@ -47,7 +43,7 @@ def make_flowers(root: Path) -> Path:
     images (one per class), valid = 103..106, tstid = 107..112."""
     labels = np.array([(k - 1) % 102 + 1 for k in range(1, 113)], dtype=np.uint8)
     for k in range(1, 113):
-        _img(root / "jpg" / f"image_{k:05d}.jpg", k, size=(8, 8))
+        write_image(root / "jpg" / f"image_{k:05d}.jpg", k, size=(8, 8))
     sio.savemat(root / "imagelabels.mat", {"labels": labels[None, :]})
     sio.savemat(root / "setid.mat", {"trnid": np.arange(1, 103)[None, :], "valid": np.arange(103, 107)[None, :],
                                      "tstid": np.arange(107, 113)[None, :]})
@@ -64,7 +60,7 @@ def make_pets(root: Path) -> Path:
             for _ in range(count):
                 n += 1
                 lines.append(f"{breed}_{n} {cid} {species} {breed_id}")
-                _img(root / "images" / f"{breed}_{n}.jpg", n)
+                write_image(root / "images" / f"{breed}_{n}.jpg", n)
         _lines(root / "annotations" / f"{split}.txt", lines)
     return root
 
@@ -85,9 +81,9 @@ def make_cars(root: Path, test_classes=(1, 2, 3)) -> Path:
     sio.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": _annotations(train)})
     sio.savemat(root / "cars_test_annos_withlabels.mat", {"annotations": _annotations(test)})
     for fname, _ in train:
-        _img(root / "cars_train" / fname, hash(fname) % 1000)
+        write_image(root / "cars_train" / fname, hash(fname) % 1000)
     for fname, _ in test:
-        _img(root / "cars_test" / fname, hash(fname) % 997)
+        write_image(root / "cars_test" / fname, hash(fname) % 997)
     return root
 
 
@@ -96,7 +92,7 @@ def make_dtd(root: Path) -> Path:
     classes = ["banded", "chequered", "polka-dotted"]
     for cls in classes:
         for k in range(4):
-            _img(root / "images" / cls / f"{cls}_{k:04d}.jpg", k)
+            write_image(root / "images" / cls / f"{cls}_{k:04d}.jpg", k)
     for p, (n_train, n_val) in ((1, (2, 1)), (2, (1, 1))):
         for split, lo, hi in (("train", 0, n_train), ("val", n_train, n_train + n_val), ("test", n_train + n_val, 4)):
             _lines(root / "labels" / f"{split}{p}.txt",
@@ -113,7 +109,7 @@ def make_aircraft(root: Path) -> Path:
     _lines(data / "images_variant_trainval.txt", [f"{i:07d} {v}" for i, v in trainval])
     _lines(data / "images_variant_test.txt", [f"{i:07d} {v}" for i, v in test])
     for i, _ in trainval + test:
-        _img(data / "images" / f"{i:07d}.jpg", i % 1000)
+        write_image(data / "images" / f"{i:07d}.jpg", i % 1000)
     return root
 
 
@@ -121,23 +117,7 @@ def make_caltech(root: Path) -> Path:
     cats = root / "101_ObjectCategories"
     for cls, n in (("Faces_easy", 6), ("accordion", 5), ("dalmatian", 7), ("BACKGROUND_Google", 4)):
         for k in range(1, n + 1):
-            _img(cats / cls / f"image_{k:04d}.jpg", k)
-    return root
-
-
-def make_medmnist(root: Path, flag="pathmnist", size=28, counts=(18, 9, 9), compressed=True, drop=None) -> Path:
-    n_classes = len(MEDMNIST_LABELS[flag])
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for subset, n in zip(("train", "val", "test"), counts, strict=True):
-        shape = (n, size, size, 3) if flag == "pathmnist" else (n, size, size)
-        arrays[f"{subset}_images"] = rng.integers(0, 255, shape, dtype=np.uint8)
-        arrays[f"{subset}_labels"] = (np.arange(n) % n_classes).astype(np.uint8)[:, None]
-    if drop:
-        del arrays[drop]
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
-    (np.savez_compressed if compressed else np.savez)(root / name, **arrays)
+            write_image(cats / cls / f"image_{k:04d}.jpg", k)
     return root
 
 
@@ -265,7 +245,7 @@ def _imagenet_like(root: Path) -> list[dict]:
         for split, n in (("train", 3), ("val", 2)):
             for k in range(n):
                 rel = f"{split}/{wnid}/{wnid}_{k}.JPEG"
-                _img(root / rel, k)
+                write_image(root / rel, k)
                 rows.append({"image_file": rel, "label": label, "word": word, "split": split})
     return rows
 
@@ -342,7 +322,7 @@ def test_imagefolder_dirs_and_class_names(tmp_path, mapping):
     for wnid in ("n01440764", "n01443537"):
         for part, n in (("train", 2), ("val", 1)):
             for k in range(n):
-                _img(root / part / wnid / f"{k}.JPEG", k)
+                write_image(root / part / wnid / f"{k}.JPEG", k)
     words = {"n01440764": "tench", "n01443537": "goldfish", "n99999999": "unused"}
     if mapping == "names.json":
         (root / mapping).write_text(json.dumps(words))
@@ -412,7 +392,7 @@ def test_label_out_of_range(tmp_path):
     test_txt.write_text(original.replace("american_bulldog_12 2", "american_bulldog_12 7"))
     with pytest.raises(DatasetError, match=r"test.txt:3: 'american bulldog' has class id 7 here but 2 at .*trainval"):
         read_dataset("oxford_pets", pets)
-    _img(pets / "images" / "zebra_cat_99.jpg")
+    write_image(pets / "images" / "zebra_cat_99.jpg")
     test_txt.write_text(original + "zebra_cat_99 40 1 1\n")
     with pytest.raises(DatasetError, match=r"(?s)class ids must be 1..4 .*test.txt:7: class id 40"):
         read_dataset("oxford_pets", pets)
@@ -428,7 +408,7 @@ def test_label_out_of_range(tmp_path):
 
 def test_class_in_test_but_not_in_train(tmp_path):
     root = make_dtd(tmp_path / "dtd")
-    _img(root / "images" / "zigzagged" / "zigzagged_0001.jpg")
+    write_image(root / "images" / "zigzagged" / "zigzagged_0001.jpg")
     with open(root / "labels" / "test1.txt", "a") as f:
         f.write("zigzagged/zigzagged_0001.jpg\n")
     with pytest.raises(DatasetError, match=r"no training images: zigzagged \(label 3\)"):

@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO, copy_workflow, run_snakemake
+from helpers import REPO, copy_workflow, edit_config, run_snakemake
 
 TARGET = "results/demo/filtered"  # everything up to filtering of the default variant
 CONFIG = {
@@ -34,11 +33,7 @@ KILLS = [("projector_checkpoint", 1), ("model_loading", 1), ("mid_shard", 1), ("
 
 def _workflow(root: Path) -> Path:
     workflow = copy_workflow(root)
-    path = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    for key, value in CONFIG.items():
-        config[key] = value if key == "samplers" else {**config.get(key, {}), **value}
-    path.write_text(yaml.safe_dump(config))
+    edit_config(workflow, **CONFIG)
     return workflow
 
 

@@ -31,7 +31,7 @@ import pytest
 
 from sdi.evaluation.judge import judge_filtered, target_judge
 
-from conftest import REPO, copy_workflow, run_snakemake
+from helpers import REPO, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.science
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import test_workflow_demo as demo
-from conftest import SIZED_RULES, copy_workflow, run_snakemake
+from helpers import SIZED_RULES, SMALL, check_artifacts, copy_workflow, edit_config, run_snakemake
 from slurm_cluster import MIN_JOB_AGE, PARTITION, LocalSlurm, unavailable_reason
 
 pytestmark = pytest.mark.workflow
@@ -34,7 +33,7 @@ SITE = {
 # The demo's small config with one classifier run per kind of training set (real only, real +
 # kept images): SLURM runs every rule, and the matrix itself is test_workflow_demo's.
 SLURM_RUNS = [("real", 0), ("sdi", 0)]
-CONFIG = {**demo.SMALL, "experiments": {"seeds": [0], "methods": {m: demo.SMALL["experiments"]["methods"][m]
+CONFIG = {**SMALL, "experiments": {"seeds": [0], "methods": {m: SMALL["experiments"]["methods"][m]
                                                                     for m, _ in SLURM_RUNS}}}
 
 # A test-only rule that fails on its first attempt and records the memory it was given.
@@ -47,7 +46,7 @@ rule flaky:
     log:
         "logs/flaky.log",
     resources:
-        mem_mb=job_mem_mb("sample"),
+        mem_mb=job_resources("sample")["mem_mb"],
         runtime=5,
     shell:
         "mkdir -p flaky && echo {resources.mem_mb} >> flaky/mem_mb.txt; "
@@ -73,7 +72,7 @@ def slurm(tmp_path_factory):
 def slurm_run(slurm, module_tmp):
     """The demo's `all` plus the flaky rule, in one Snakemake run through profiles/slurm."""
     workflow = copy_workflow(module_tmp / "wf")
-    demo._write_config(workflow, **CONFIG)
+    edit_config(workflow, **CONFIG)
     (workflow / "site-test.yaml").write_text(yaml.safe_dump(SITE))
     (workflow / "Snakefile.slurmtest").write_text(FLAKY)
     proc = run_snakemake(
@@ -137,9 +136,9 @@ def test_failed_job_is_retried_with_more_memory(slurm_run, slurm):
 
 def test_artifacts_match_a_local_run(slurm_run, tmp_path):
     workflow, _ = slurm_run
-    demo.check_artifacts(workflow, SLURM_RUNS)
+    check_artifacts(workflow, SLURM_RUNS)
     local = copy_workflow(tmp_path / "local")
-    demo._write_config(local, **CONFIG)
+    edit_config(local, **CONFIG)
     run_snakemake(local, "--cores", "1", "results/demo/split")
     for part in ("train", "val", "test"):
         name = f"results/demo/split/{part}.parquet"

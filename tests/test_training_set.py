@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from sdi.config.experiments import experiment_errors, methods
+from sdi.config.planning import ConfigError, check_config
 from sdi.config.validation import merged_config_files
 from sdi.pipeline.filtering import select_top
 from sdi.pipeline.training_set import build_training_set, draw_per_class, select_kept, steps_per_epoch, synthetic_pool
@@ -165,5 +166,7 @@ BAD_METHODS = [
 def test_bad_method_entries_name_the_method_key(entries, key):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["experiments"]["methods"] = entries
-    problems = experiment_errors(config)
+    with pytest.raises(ConfigError) as error:  # the schema's checks, then the matrix's
+        check_config(config, REPO / "config" / "schema.yaml")
+    problems = [line.strip() for line in str(error.value).splitlines()[1:]]
     assert len(problems) == 1 and problems[0].startswith(key), problems

@@ -5,14 +5,7 @@ import re
 import pytest
 import yaml
 
-from conftest import run_snakemake
-
-
-def _edit_config(workflow, edit):
-    path = workflow / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    edit(config)
-    path.write_text(yaml.safe_dump(config))
+from helpers import edit_config, run_snakemake
 
 
 def _fails_before_any_job(workflow, *expected):
@@ -27,40 +20,40 @@ def _fails_before_any_job(workflow, *expected):
 
 @pytest.mark.workflow
 def test_unknown_key_is_named(workflow):
-    _edit_config(workflow, lambda c: c["split"].update(val_fracton=0.3))
+    edit_config(workflow, lambda c: c["split"].update(val_fracton=0.3))
     _fails_before_any_job(workflow, "config.split.val_fracton: unknown key", "val_fraction")
 
 
 @pytest.mark.workflow
 def test_wrong_type_is_named(workflow):
-    _edit_config(workflow, lambda c: c["split"].update(val_fraction="a fifth"))
+    edit_config(workflow, lambda c: c["split"].update(val_fraction="a fifth"))
     _fails_before_any_job(workflow, "config.split.val_fraction: 'a fifth' is not of type 'number'")
 
 
 @pytest.mark.workflow
 def test_unknown_dataset_format_is_named(workflow):
-    _edit_config(workflow, lambda c: c["datasets"]["cub"].update(format="coco"))
+    edit_config(workflow, lambda c: c["datasets"]["cub"].update(format="coco"))
     _fails_before_any_job(workflow, "config.datasets.cub.format: 'coco' is not one of")
 
 
 @pytest.mark.workflow
 def test_missing_root_is_named(workflow, tmp_path):
     missing = tmp_path / "CUB_200_2011"
-    _edit_config(workflow, lambda c: c["datasets"]["cub"].update(root=str(missing)))
+    edit_config(workflow, lambda c: c["datasets"]["cub"].update(root=str(missing)))
     _fails_before_any_job(workflow, f"config.datasets.cub.root: folder {missing} does not exist")
 
 
 @pytest.mark.workflow
 def test_missing_model_folder_is_named(workflow, tmp_path):
-    _edit_config(workflow, lambda c: c["models"].update(tiny=False, sd=str(tmp_path / "sd15"), clip=None))
+    edit_config(workflow, lambda c: c["models"].update(tiny=False, sd=str(tmp_path / "sd15"), clip=None))
     _fails_before_any_job(workflow, "config.models.clip: not set")
-    _edit_config(workflow, lambda c: c["models"].update(clip=str(tmp_path / "clip")))
+    edit_config(workflow, lambda c: c["models"].update(clip=str(tmp_path / "clip")))
     _fails_before_any_job(workflow, "config.models.sd: folder", "does not exist")
 
 
 @pytest.mark.workflow
 def test_mini_world_with_model_folders_is_named(workflow, tmp_path):
-    _edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache"),
+    edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache"),
                                                          sd=str(tmp_path / "sd15"), clip=str(tmp_path / "clip")))
     _fails_before_any_job(workflow, "config.models.mini is true", "config.models.sd, config.models.clip is set too")
     assert not (tmp_path / "cache").exists()
@@ -75,7 +68,7 @@ def test_a_partial_mini_world_is_named_at_planning(workflow, tmp_path):
     world = world_folder(tmp_path / "cache", Recipe())
     (world / "sd").mkdir(parents=True)
     (world / "clip").mkdir()
-    _edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache")))
+    edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache")))
     _fails_before_any_job(workflow, "config.models.mini_root:", f"{world}/manifest.json: missing")
     assert (world / "sd").is_dir()  # reported, not removed
 
@@ -111,7 +104,7 @@ def test_dry_run_plans_the_demo_split(workflow):
     ("plain", {"augment_at": "raw"}, "config.experiments.methods.plain.augment_at: 'raw'"),
 ])
 def test_bad_method_fails_before_any_job(workflow, method, entry, expected):
-    _edit_config(workflow, lambda c: c["experiments"]["methods"].update({method: entry}))
+    edit_config(workflow, lambda c: c["experiments"]["methods"].update({method: entry}))
     _fails_before_any_job(workflow, expected)
 
 
@@ -139,7 +132,7 @@ def test_paper_cub_config_plans_the_whole_matrix(workflow, tiny_models, tmp_path
 
 @pytest.mark.workflow
 def test_device_is_validated(workflow):
-    _edit_config(workflow, lambda c: c.update(device="gpu"))
+    edit_config(workflow, lambda c: c.update(device="gpu"))
     _fails_before_any_job(workflow, "config.device: 'gpu' does not match")
 
 
@@ -149,7 +142,7 @@ def test_cuda_without_a_gpu_fails_before_any_job(workflow):
 
     if visible_gpu_count():
         pytest.skip("this machine has a GPU")
-    _edit_config(workflow, lambda c: c.update(device="cuda"))
+    edit_config(workflow, lambda c: c.update(device="cuda"))
     proc = run_snakemake(workflow, "--cores", "1", "all", check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "config.device: 'cuda' but this machine has 0 usable GPU(s)" in output, output
@@ -163,7 +156,7 @@ def test_execution_only_keys_are_the_schemas():
     config/schema.yaml marks x-execution-only."""
     from sdi.config.validation import execution_only_paths
 
-    from conftest import REPO
+    from helpers import REPO
 
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
     marked = []
@@ -186,7 +179,7 @@ def test_defaults_are_filled_as_snakemake_fills_them(overlay):
 
     from sdi.config.validation import validate_config
 
-    from conftest import REPO
+    from helpers import REPO
 
     schema = REPO / "config" / "schema.yaml"
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -11,32 +11,14 @@ from pathlib import Path
 
 import torch
 
-from sdi.models.folders import (  # noqa: F401  (re-exported: sdi.models.loaders is where loaders look)
-    CLIP_LAYOUT,
-    CLIP_TOKENIZER_FILES,
-    FILTER_CLIP_KEY,
-    PREFERRED_VARIANT,
-    SD_COMPONENTS,
-    SD_LAYOUT,
-    VAE_LAYOUT,
-    WEIGHT_FILE,
-    WEIGHT_SUFFIXES,
-    ModelDims,
+from sdi.models.folders import (
     ModelFolderError,
-    _config,
-    _has_weights,
     _register_open_clip_config,
-    _resolve_weights,
     check_clip_folder,
-    check_projector_fits,
     check_sd_folder,
     check_vae_folder,
-    check_weight_file,
     filter_clip_errors,
-    model_dims,
-    projector_fit_errors,
     sd_weights_variant,
-    weight_files,
     weights_variant,
 )
 

@@ -95,7 +95,7 @@ def embed_image_files(paths: list[str], clip, *, batch_size: int = 32, num_worke
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, clip.projection_dim), np.float32)
 
 
-def check_projector_fits(projector: SemanticProjector, clip_model, projector_dir, clip_path) -> None:
+def check_loaded_projector(projector: SemanticProjector, clip_model, projector_dir, clip_path) -> None:
     d_clip = clip_model.config.projection_dim
     if projector.config.d_clip != d_clip:
         raise ValueError(f"{projector_dir}/config.json: d_clip={projector.config.d_clip} but the CLIP model in "
@@ -119,7 +119,7 @@ def extract_embeddings(manifest: pd.DataFrame, projector_dir: str | Path, clip_p
     dev = resolve_device(device)
     clip_model, processor = load_clip_vision(clip_path, device=dev)
     projector = SemanticProjector.from_pretrained(projector_dir).to(dev).eval()
-    check_projector_fits(projector, clip_model, projector_dir, clip_path)
+    check_loaded_projector(projector, clip_model, projector_dir, clip_path)
 
     clip = clip_image_embeddings(manifest["path"].tolist(), clip_model, processor, batch_size=batch_size,
                                  num_workers=num_workers)

@@ -228,7 +228,7 @@ def _write_webdataset(table: pd.DataFrame, folder: Path, shard_size: int) -> dic
     return shards
 
 
-def class_counts(table: pd.DataFrame) -> pd.DataFrame:
+def export_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Per class: label, class_name, train_real, train_synthetic, train, val, test (files of the export)."""
     key = table.split + "_" + table.source
     counts = pd.crosstab([table.label, table.class_name], key)
@@ -241,8 +241,8 @@ def class_counts(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _readme(name: str, counts: pd.DataFrame, info: dict) -> str:
-    t = counts.sum(numeric_only=True)
+def _readme_intro(name: str, t: pd.Series, info: dict) -> list[str]:
+    """What the export holds and how its files relate to their sources."""
     copies = int(info["real_copies"])
     lines = [
         f"# {name}: an exported training set",
@@ -264,6 +264,12 @@ def _readme(name: str, counts: pd.DataFrame, info: dict) -> str:
     if info["repeated_draws"]:
         lines += ["", f"{info['repeated_draws']} synthetic files repeat an image that the `multiples` draw picked "
                   "more than once (suffix `-r1`, `-r2`, ...): one file per training row."]
+    return lines
+
+
+def _readme(name: str, counts: pd.DataFrame, info: dict) -> str:
+    t = counts.sum(numeric_only=True)
+    lines = _readme_intro(name, t, info)
     lines += [
         "",
         "## Rebuild",
@@ -310,6 +316,46 @@ def _readme(name: str, counts: pd.DataFrame, info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _place_files(table: pd.DataFrame, folder: Path) -> list[str]:
+    """Each row's file linked (or copied) to ``folder/<split>/<file_name>``, and each split's metadata.csv;
+    returns how each file was placed."""
+    from tqdm import tqdm
+
+    links = []
+    for row in tqdm(table.itertuples(index=False), total=len(table), desc="exporting", unit="file", mininterval=2):
+        dst = folder / row.split / row.file_name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        links.append(_link(Path(row.path), dst))
+    placed = table.assign(link=links)
+    for name, rows in placed.groupby("split", sort=False):
+        atomic_write(folder / name / "metadata.csv",
+                     lambda p, rows=rows: rows[METADATA_COLUMNS].to_csv(p, index=False, float_format="%.4f"))
+    return links
+
+
+def _export_info(table: pd.DataFrame, counts: pd.DataFrame, out_dir: Path, *, dataset: str, method: str,
+                 variant: str | None, pool: str | None, multiples: float | None, draw_seed: int,
+                 keep_ratio: float | None, real_copies: int, shards: dict, command: str | None,
+                 settings: dict | None) -> dict:
+    """export.json's content: counts, settings and link types as data (the README is written from it)."""
+    from sdi import __version__
+
+    return {
+        "sdi_version": __version__, "dataset": dataset, "method": method, "variant": variant,
+        "folder": out_dir.as_posix() if not out_dir.is_absolute() else "path/to/export",
+        "synthetic": (f"pool {pool}" + (f", {multiples} x n_c drawn per class (seed {draw_seed})"
+                                        if multiples is not None else "")
+                      + (f", re-selected at keep_ratio {keep_ratio}" if keep_ratio is not None else "")),
+        "real_copies": int(real_copies),
+        "repeated_draws": int((table.file_name.str.contains(r"-r\d+\.[^./]+$") & (table.source == "synthetic"))
+                              .sum()),
+        "links": {k: int(v) for k, v in table.link.value_counts().items()},
+        "webdataset": shards, "command": command, "settings": settings or {},
+        "files": {s: int((table.split == s).sum()) for s in SPLITS},
+        "counts": counts.to_dict("records"),
+    }
+
+
 def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_dir: str | os.PathLike, *,
                    generated: pd.DataFrame | None = None, variant: str | None = None, pool: str | None = "kept",
                    multiples: float | None = None, real_copies: int = 0, keep_ratio: float | None = None,
@@ -350,37 +396,13 @@ def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_di
         raise ExportError(f"{len(absent)} image file(s) of the export do not exist, e.g. {absent[:3]}; rerun the "
                           "stage that writes them (split for real images, generation for synthetic ones)")
 
-    from tqdm import tqdm
-
     with atomic_dir(out_dir) as tmp:  # replaced whole (module docstring)
-        links = []
-        for row in tqdm(table.itertuples(index=False), total=len(table), desc="exporting", unit="file",
-                        mininterval=2):
-            dst = tmp / row.split / row.file_name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            links.append(_link(Path(row.path), dst))
-        table["link"] = links
-        for name, rows in table.groupby("split", sort=False):
-            atomic_write(tmp / name / "metadata.csv",
-                         lambda p, rows=rows: rows[METADATA_COLUMNS].to_csv(p, index=False, float_format="%.4f"))
+        table["link"] = _place_files(table, tmp)
         shards = _write_webdataset(table, tmp / "webdataset", shard_size) if webdataset else {}
-        counts = class_counts(table)
-        from sdi import __version__
-
-        info = {
-            "sdi_version": __version__, "dataset": dataset, "method": method, "variant": variant,
-            "folder": out_dir.as_posix() if not out_dir.is_absolute() else "path/to/export",
-            "synthetic": (f"pool {pool}" + (f", {multiples} x n_c drawn per class (seed {draw_seed})"
-                                            if multiples is not None else "")
-                          + (f", re-selected at keep_ratio {keep_ratio}" if keep_ratio is not None else "")),
-            "real_copies": int(real_copies),
-            "repeated_draws": int((table.file_name.str.contains(r"-r\d+\.[^./]+$") & (table.source == "synthetic"))
-                                  .sum()),
-            "links": {k: int(v) for k, v in table.link.value_counts().items()},
-            "webdataset": shards, "command": command, "settings": settings or {},
-            "files": {s: int((table.split == s).sum()) for s in SPLITS},
-            "counts": counts.to_dict("records"),
-        }
+        counts = export_counts(table)
+        info = _export_info(table, counts, out_dir, dataset=dataset, method=method, variant=variant, pool=pool,
+                            multiples=multiples, draw_seed=draw_seed, keep_ratio=keep_ratio, real_copies=real_copies,
+                            shards=shards, command=command, settings=settings)
         atomic_write(tmp / "README.md", lambda p: p.write_text(_readme(f"{dataset}/{method}".strip("/") or "export",
                                                                        counts, info)))
         atomic_write(tmp / MARKER, lambda p: p.write_text(json.dumps(info, indent=2, default=str) + "\n"))

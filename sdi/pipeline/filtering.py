@@ -173,7 +173,7 @@ def _keep_counts(table: pd.DataFrame, keep_ratio: float) -> pd.Series:
     return n.map(lambda n_c: int(n_c * keep_ratio))
 
 
-def class_counts(scored: pd.DataFrame) -> pd.DataFrame:
+def kept_counts(scored: pd.DataFrame) -> pd.DataFrame:
     """Per class: label, class_name, generated, kept, score_min/mean/max of the kept images."""
     kept = scored[scored.kept]
     counts = scored.groupby("label").agg(class_name=("class_name", "first"), generated=("label", "size"))
@@ -272,7 +272,7 @@ def filter_generated(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(scored, out_dir / OUTPUT_FILES["manifest"])
     kill_point("filtering")  # tests: a job killed with its output folder half written
-    counts = class_counts(scored)
+    counts = kept_counts(scored)
     atomic_write(out_dir / OUTPUT_FILES["counts"], lambda p: counts.to_csv(p, index=False))
     grid = preview_grid(scored, n_classes=grid_classes, per_row=grid_per_row)
     atomic_write(out_dir / OUTPUT_FILES["grid"], lambda p: grid.save(p, format="PNG"))

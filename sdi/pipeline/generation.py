@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +66,10 @@ MODES = ("sei", "text")
 TEXT_PROMPT = "a photo of a {class_name}"  # the text-only baseline ("SD" row of the paper)
 
 
-SAMPLE_COLUMNS = ("sample_id", "label", "class_name", "sample_index", "seed")
+REQUIRED_SAMPLE_COLUMNS = ("sample_id", "label", "class_name", "sample_index", "seed")
 
 
-MANIFEST_COLUMNS = [
+SHARD_COLUMNS = [
     "sample_id", "label", "class_name", "sample_index", "seed", "shard", "path", "mode", "prompt",
     "negative_prompt", "vector_sha256", "scheduler", "scheduler_config", "steps", "guidance_scale", "eta",
     "dtype", "device", "height", "width", "model_id", "batch", "versions",
@@ -158,7 +158,7 @@ def _check_samples(samples: pd.DataFrame, mode: str, d_cross: int | None = None,
                    what: str = "samples table") -> None:
     if mode not in MODES:
         raise GenerationError(f"generation mode {mode!r} must be one of {MODES}")
-    need = [*SAMPLE_COLUMNS, "vector"] if mode == "sei" else list(SAMPLE_COLUMNS)
+    need = [*REQUIRED_SAMPLE_COLUMNS, "vector"] if mode == "sei" else list(REQUIRED_SAMPLE_COLUMNS)
     missing = [c for c in need if c not in samples.columns]
     if missing:
         raise GenerationError(f"{what}: missing column(s) {', '.join(missing)}; it must have {', '.join(need)} "
@@ -364,60 +364,39 @@ def _provenance(row, settings: GenerationSettings, made_by: Mapping, size: int) 
     }
 
 
-def generate_shard(samples: pd.DataFrame, generator: ImageGenerator, out_dir: str | Path,
-                   settings: GenerationSettings = GenerationSettings(), *, batch_size: int | str = "auto",
-                   save_threads: int = 2) -> pd.DataFrame:
-    """Generate the images of one shard of samples; resumable. Returns the shard's manifest.
-
-    samples: rows of samples.parquet (see module docstring). Images are written to
-    ``out_dir/images/{label:04d}_{class_name}/{sample_id}.png``. An existing PNG that decodes
-    fully and whose embedded provenance matches the generator and settings is kept; every other
-    sample is generated.
-    batch_size and save_threads say how, not what (see :class:`GenerationSettings`): batch_size
-    samples per pipeline call (an int, or ``'auto'``: see :func:`auto_batch_size`; a batch that
-    runs out of GPU memory is halved and retried), 8-bit conversion and PNG encoding in
-    save_threads background threads.
-
-    The manifest (one row per sample, in the order of samples) has :data:`MANIFEST_COLUMNS`.
-    """
+def _existing(paths: list[Path], expected: list[dict]) -> list[dict | None]:
+    """Each sample's provenance if its PNG is there, decodes fully and was made as ``expected``, else None."""
     from tqdm import tqdm
-
-    mode = settings.mode
-    _check_samples(samples, mode, generator.d_cross if mode == "sei" else None)
-    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise GenerationError(f"generation.batch_size: {batch_size!r} must be an integer >= 1 or 'auto'")
-    size = int(settings.resolution or generator.native_resolution)
-    out_dir = Path(out_dir)
-    samples = samples.reset_index(drop=True)
-    if "vector" not in samples.columns:
-        samples = samples.assign(vector=None)
-    made_by = generator.settings()
-    expected = [_provenance(r, settings, made_by, size) for r in samples.itertuples(index=False)]
-    paths = [out_dir / image_relpath(r.label, r.class_name, r.sample_id) for r in samples.itertuples(index=False)]
 
     for folder in sorted({p.parent for p in paths}):  # what killed writers left behind
         remove_stale_temps(folder)
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
         stored = list(tqdm(pool.map(read_provenance, paths), total=len(paths), desc="checking existing images",
                            unit="img", mininterval=2, disable=len(paths) == 0))
-    records: list[dict | None] = [s if _matches(s, e) else None for s, e in zip(stored, expected, strict=True)]
+    records = [s if _matches(s, e) else None for s, e in zip(stored, expected, strict=True)]
     todo = [i for i, r in enumerate(records) if r is None]
-    stale = sum(1 for i in todo if stored[i] is not None)
     logger.info("%d samples: %d already generated, %d to generate (%d existing file(s) with other settings)",
-                len(samples), len(samples) - len(todo), len(todo), stale)
+                len(paths), len(paths) - len(todo), len(todo), sum(1 for i in todo if stored[i] is not None))
+    return records
 
-    if todo and batch_size == "auto":
-        batch_size = generator.auto_batch_size(size, size)
-        logger.info("batch_size auto: %d on %s", batch_size, generator.device)
-    versions = _versions()
-    pending: list[Future] = []
-    # Batches are fixed groups of the shard's samples (positions k*B .. k*B+B-1), whatever was
-    # generated before: a resumed shard regenerates each group that misses an image as a whole
-    # (saving only the missing ones), so its pixels and provenance are those of an uninterrupted run.
-    groups = _batch_groups(len(samples), batch_size, todo)
-    t_start, generated = time.monotonic(), 0
+
+def _generate_missing(samples: pd.DataFrame, generator: ImageGenerator, settings: GenerationSettings,
+                      records: list[dict | None], expected: list[dict], paths: list[Path], batch_size: int,
+                      save_threads: int) -> int:
+    """Generate every sample whose record is None, fill in its record and save its PNG; returns how many.
+
+    Batches are fixed groups of the shard's samples (positions k*B .. k*B+B-1), whatever was
+    generated before: a resumed shard regenerates each group that misses an image as a whole
+    (saving only the missing ones), so its pixels and provenance are those of an uninterrupted run.
+    A batch that runs out of GPU memory is halved and the groups are formed again.
+    """
+    from tqdm import tqdm
+
+    versions, pending, generated = _versions(), [], 0
+    groups = _batch_groups(len(samples), batch_size, [i for i, r in enumerate(records) if r is None])
     with ThreadPoolExecutor(max(1, save_threads)) as pool, \
-            tqdm(total=len(todo), desc=f"generating ({mode})", unit="img", mininterval=2) as bar:
+            tqdm(total=sum(r is None for r in records), desc=f"generating ({settings.mode})", unit="img",
+                 mininterval=2) as bar:
         while groups:
             idx = groups[0]
             batch = samples.iloc[idx]
@@ -438,8 +417,7 @@ def generate_shard(samples: pd.DataFrame, generator: ImageGenerator, out_dir: st
             for i, image in missing:
                 records[i] = {**expected[i], "batch": ids, "versions": versions}
                 pending.append(pool.submit(_save_array, image, paths[i], records[i]))
-            # Bound the images waiting for encoding to about two batches.
-            while len(pending) > 2 * batch_size:
+            while len(pending) > 2 * batch_size:  # about two batches wait for encoding at most
                 pending.pop(0).result()
             bar.update(len(missing))
             generated += len(missing)
@@ -447,14 +425,50 @@ def generate_shard(samples: pd.DataFrame, generator: ImageGenerator, out_dir: st
         done, _ = wait(pending)
         for f in done:
             f.result()  # re-raise a failed write
+    return generated
+
+
+def generate_shard(samples: pd.DataFrame, generator: ImageGenerator, out_dir: str | Path,
+                   settings: GenerationSettings = GenerationSettings(), *, batch_size: int | str = "auto",
+                   save_threads: int = 2) -> pd.DataFrame:
+    """Generate the images of one shard of samples; resumable. Returns the shard's manifest.
+
+    samples: rows of samples.parquet (see module docstring). Images are written to
+    ``out_dir/images/{label:04d}_{class_name}/{sample_id}.png``. An existing PNG that decodes
+    fully and whose embedded provenance matches the generator and settings is kept; every other
+    sample is generated.
+    batch_size and save_threads say how, not what (see :class:`GenerationSettings`): batch_size
+    samples per pipeline call (an int, or ``'auto'``: see :func:`auto_batch_size`; a batch that
+    runs out of GPU memory is halved and retried), 8-bit conversion and PNG encoding in
+    save_threads background threads.
+
+    The manifest (one row per sample, in the order of samples) has :data:`SHARD_COLUMNS`.
+    """
+    mode = settings.mode
+    _check_samples(samples, mode, generator.d_cross if mode == "sei" else None)
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise GenerationError(f"generation.batch_size: {batch_size!r} must be an integer >= 1 or 'auto'")
+    size = int(settings.resolution or generator.native_resolution)
+    out_dir = Path(out_dir)
+    samples = samples.reset_index(drop=True)
+    if "vector" not in samples.columns:
+        samples = samples.assign(vector=None)
+    made_by = generator.settings()
+    expected = [_provenance(r, settings, made_by, size) for r in samples.itertuples(index=False)]
+    paths = [out_dir / image_relpath(r.label, r.class_name, r.sample_id) for r in samples.itertuples(index=False)]
+    records = _existing(paths, expected)
+    if any(r is None for r in records) and batch_size == "auto":
+        batch_size = generator.auto_batch_size(size, size)
+        logger.info("batch_size auto: %d on %s", batch_size, generator.device)
+    t_start = time.monotonic()
+    generated = _generate_missing(samples, generator, settings, records, expected, paths, batch_size, save_threads)
     if generated:
         logger.info("generated %d images in %.1f s (%.2f img/s)", generated, time.monotonic() - t_start,
                     generated / max(time.monotonic() - t_start, 1e-9))
-
-    manifest = pd.DataFrame(records, columns=[c for c in MANIFEST_COLUMNS if c not in ("path", "shard")])
+    manifest = pd.DataFrame(records, columns=[c for c in SHARD_COLUMNS if c not in ("path", "shard")])
     manifest.insert(5, "shard", samples["shard"].astype("int64") if "shard" in samples.columns else -1)
     manifest.insert(6, "path", [str(p) for p in paths])
-    return manifest[MANIFEST_COLUMNS]
+    return manifest[SHARD_COLUMNS]
 
 
 def _batch_groups(n: int, batch_size: int, todo: list[int]) -> list[list[int]]:
@@ -465,10 +479,10 @@ def _batch_groups(n: int, batch_size: int, todo: list[int]) -> list[list[int]]:
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
     """Write a generation manifest to Parquet atomically, after checking its columns."""
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    missing = [c for c in SHARD_COLUMNS if c not in manifest.columns]
     if missing:
         raise GenerationError(f"{path}: manifest lacks column(s) {', '.join(missing)}; build it with generate_shard")
-    write_parquet(manifest[MANIFEST_COLUMNS], path)
+    write_parquet(manifest[SHARD_COLUMNS], path)
 
 
 def regenerate_image(manifest_row: Mapping | pd.Series, samples: pd.DataFrame | np.ndarray | None,
@@ -508,7 +522,7 @@ def regenerate_image(manifest_row: Mapping | pd.Series, samples: pd.DataFrame | 
         if len(members) > 1:
             raise GenerationError(f"sample {row['sample_id']} was generated in a batch of {len(members)}; pass the "
                                   "samples table for an exact regeneration, or exact=False")
-        batch = pd.DataFrame([{**{c: row[c] for c in SAMPLE_COLUMNS}, "vector": samples}])
+        batch = pd.DataFrame([{**{c: row[c] for c in REQUIRED_SAMPLE_COLUMNS}, "vector": samples}])
     if "vector" not in batch.columns:
         batch = batch.assign(vector=None)
     _check_samples(batch, mode, generator.d_cross if mode == "sei" else None, what="samples for regeneration")

@@ -168,6 +168,57 @@ def _check_table(embeddings: pd.DataFrame, method: str) -> None:
                             "class_name; labels and class names must map one to one")
 
 
+def _check_arguments(embeddings: pd.DataFrame, method: str, n_components: int, expansion: float, seed: int,
+                     image_seed: int, n_shards: int) -> None:
+    _check_table(embeddings, method)
+    if expansion < 0:
+        raise SamplingError(f"samplers.<name>.expansion: {expansion} must be >= 0")
+    if n_shards < 1:
+        raise SamplingError(f"generation.shards (n_shards): {n_shards} must be >= 1")
+    if seed < 0 or image_seed < 0:
+        raise SamplingError(f"samplers.<name>.seed / generation.seed: {seed}, {image_seed} must be >= 0")
+    if method == "gmm" and n_components < 1:
+        raise SamplingError(f"samplers.<name>.n_components: {n_components} must be >= 1")
+    if len(embeddings) == 0:
+        raise SamplingError("embeddings table: no rows; the embedding stage wrote an empty table")
+
+
+def _class_vectors(label: int, group: pd.DataFrame, n: int, method: str, n_components: int, class_seed: int,
+                   cov_eps: float) -> tuple[list, int]:
+    """(n vectors of one class, the components fitted); the text baseline has no vectors."""
+    if method == "text":
+        return [None] * n, 0
+    x = stack_vectors(group["embedding"], "embedding")
+    if not np.isfinite(x).all():
+        raise SamplingError(f"embeddings table: class {label} has non-finite embedding values")
+    if method == "gauss":
+        return list(sample_gaussian(x, n, np.random.default_rng(class_seed), cov_eps).astype(np.float32)), 1
+    fitted = gmm_components(n_components, len(x))
+    draws = sample_gmm(x, n, n_components, class_seed, cov_eps)
+    if fitted < n_components:
+        log.warning("class %d (%s): %d image(s), so the mixture has %d component(s), not the n_components %d "
+                    "asked for; each component sits on one image", label, group["class_name"].iloc[0], len(x),
+                    fitted, n_components)
+    return list(draws.astype(np.float32)), fitted
+
+
+def _class_samples(label: int, group: pd.DataFrame, *, method: str, n_components: int, expansion: float,
+                   class_seed: int, image_seed: int, cov_eps: float) -> pd.DataFrame:
+    """The sample rows of one class (every column of SAMPLE_COLUMNS but shard)."""
+    n = n_generated(len(group), expansion)
+    vectors, fitted = _class_vectors(label, group, n, method, n_components, class_seed, cov_eps)
+    k = np.arange(n)
+    return pd.DataFrame({
+        "sample_id": [f"{label:04d}-{i:06d}" for i in k],
+        "label": label,
+        "class_name": str(group["class_name"].iloc[0]),
+        "sample_index": k,
+        "seed": [generation_seed(image_seed, label, int(i)) for i in k],
+        "vector": pd.Series(vectors, dtype=object),
+        "n_components": fitted,
+    })
+
+
 def sample_class_embeddings(
     embeddings: pd.DataFrame,
     *,
@@ -200,53 +251,17 @@ def sample_class_embeddings(
     Returns:
         DataFrame with columns SAMPLE_COLUMNS, sorted by (label, sample_index).
     """
-    _check_table(embeddings, method)
-    if expansion < 0:
-        raise SamplingError(f"samplers.<name>.expansion: {expansion} must be >= 0")
-    if n_shards < 1:
-        raise SamplingError(f"generation.shards (n_shards): {n_shards} must be >= 1")
     image_seed = seed if image_seed is None else image_seed
-    if seed < 0 or image_seed < 0:
-        raise SamplingError(f"samplers.<name>.seed / generation.seed: {seed}, {image_seed} must be >= 0")
-    if method == "gmm" and n_components < 1:
-        raise SamplingError(f"samplers.<name>.n_components: {n_components} must be >= 1")
-    if len(embeddings) == 0:
-        raise SamplingError("embeddings table: no rows; the embedding stage wrote an empty table")
+    _check_arguments(embeddings, method, n_components, expansion, seed, image_seed, n_shards)
     order = ["label", "image_id"] if "image_id" in embeddings.columns else ["label"]
     table = embeddings.sort_values(order, kind="stable")
 
-    parts = []
     groups = table.groupby("label", sort=True)
-    for label, group in tqdm(groups, total=groups.ngroups, desc=f"sampling ({method})", unit="class", mininterval=2):
-        label = int(label)
-        n = n_generated(len(group), expansion)
-        class_seed = class_sampler_seed(seed, label, per_class_seed)
-        if method == "text":
-            vectors, fitted = [None] * n, 0
-        else:
-            x = stack_vectors(group["embedding"], "embedding")
-            if not np.isfinite(x).all():
-                raise SamplingError(f"embeddings table: class {label} has non-finite embedding values")
-            if method == "gauss":
-                draws, fitted = sample_gaussian(x, n, np.random.default_rng(class_seed), cov_eps), 1
-            else:
-                fitted = gmm_components(n_components, len(x))
-                draws = sample_gmm(x, n, n_components, class_seed, cov_eps)
-                if fitted < n_components:
-                    log.warning("class %d (%s): %d image(s), so the mixture has %d component(s), not the "
-                                "n_components %d asked for; each component sits on one image",
-                                label, group["class_name"].iloc[0], len(x), fitted, n_components)
-            vectors = list(draws.astype(np.float32))
-        k = np.arange(n)
-        parts.append(pd.DataFrame({
-            "sample_id": [f"{label:04d}-{i:06d}" for i in k],
-            "label": label,
-            "class_name": str(group["class_name"].iloc[0]),
-            "sample_index": k,
-            "seed": [generation_seed(image_seed, label, int(i)) for i in k],
-            "vector": pd.Series(vectors, dtype=object),
-            "n_components": fitted,
-        }))
+    parts = [_class_samples(int(label), group, method=method, n_components=n_components, expansion=expansion,
+                            class_seed=class_sampler_seed(seed, int(label), per_class_seed), image_seed=image_seed,
+                            cov_eps=cov_eps)
+             for label, group in tqdm(groups, total=groups.ngroups, desc=f"sampling ({method})", unit="class",
+                                      mininterval=2)]
     samples = pd.concat(parts, ignore_index=True)
     samples["shard"] = np.arange(len(samples)) % n_shards
     samples = samples.astype({"sample_id": str, "label": "int64", "class_name": str, "sample_index": "int64",

@@ -371,56 +371,33 @@ def resume(out_dir: Path, fresh: TrainingState, model: nn.Module, optimizer: tor
 
 
 # --------------------------------------------------------------------------- the run
-def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
-                     num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
-                     batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
-                     resize: int = 256, crop: int = 224, augment: str = "none", augment_at: str = "crop",
-                     arch: str = ARCH, seed: int = 0, device: str = "auto", num_workers: int = 2,
-                     synthetic: pd.DataFrame | None = None, amp: bool = False,
-                     stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
-                     run_name: str | None = None) -> dict | None:
-    """Train a classifier (ResNet50 by default) from scratch, choose the epoch on validation, evaluate test once.
+@dataclass
+class Run:
+    """One training run's parts, built by :func:`setup_run`: its data and loaders, the model (``model``,
+    wrapped for DDP under several processes; ``bare`` the model itself), loss, optimizer and schedule."""
 
-    Runs in this process, or in each process of a torchrun job (:mod:`sdi.training.distributed`; the
-    workflow starts those with :func:`sdi.training.distributed.launch` and :func:`run_job`).
+    data: Datasets
+    counts: dict[str, int]
+    train_loader: DataLoader
+    generator: torch.Generator  # reseeded per epoch: the shuffle and the workers' seeds
+    eval_kw: dict
+    model: nn.Module
+    bare: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    amp: bool
 
-    Args:
-        train, val, test: manifests with columns ``path`` (str) and ``label`` (int, 0..C-1). ``train`` is
-            one row per training example of an epoch; it may be a :func:`sdi.pipeline.training_set.build_training_set`
-            table (``source``, ``variant``), else every row counts as ``real``.
-        out_dir: folder for metrics.json, log.csv, train_set.parquet, best/ and last/ (created if missing).
-        num_classes: C. class_names: C names for the per-class metrics (default: the labels).
-        epochs, batch_size, lr, momentum, weight_decay: SGD with cosine annealing over ``epochs``
-            and cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4). ``batch_size`` is the global
-            batch, split between the processes.
-        resize, crop: image sizes of the transforms (published: 256, 224), see :func:`build_transforms`.
-        augment: 'none' | 'randaugment' | 'cutout' | 'gridmask' (the paper's augmentation baselines).
-        augment_at: 'crop' (after the crop, METHOD section 7) or 'raw' (on the raw image before the
-            resize, as the reference ran them), see :func:`build_transforms`.
-        arch: the torchvision classification model, by name (:func:`build_model`; the paper's resnet50).
-        seed: seeds model init, shuffling and augmentation (torch, numpy, random, DataLoader).
-        device: 'auto' (cuda when present, else cpu) or a torch device string.
-        num_workers: DataLoader worker processes.
-        synthetic: optional (path, label) manifest of synthetic images, added to ``train`` as ``synthetic`` rows.
-        amp: bf16 autocast on CUDA (ignored on CPU); off by default (the reference trains in fp32).
-        stop_after_epoch: stop cleanly after this epoch (e.g. to fit a time-limited job) and
-            return None; the next call with the same arguments resumes from last/.
-        tracking: TensorBoard (``out_dir/tensorboard``) and/or W&B (:class:`sdi.config.tracking.TrackingConfig`);
-            None tracks nothing. run_name: the W&B run name (default: out_dir).
 
-    Returns:
-        The content of metrics.json (see the module docstring), or None when stopped early.
-    """
-    t_start = time.time()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def run_params(*, num_classes: int, class_names: list[str] | None, epochs: int, batch_size: int, lr: float,
+               momentum: float, weight_decay: float, resize: int, crop: int, augment: str, augment_at: str,
+               arch: str, seed: int, amp: bool) -> tuple[dict, dict]:
+    """(the hyperparameters a checkpoint must agree on, the best/ folder's config.json less its epoch)."""
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"classifier class_names has {len(class_names)} entries, expected num_classes={num_classes}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"classifier epochs ({epochs}) and batch_size ({batch_size}) must be >= 1")
-    device = distributed.local_device(device)
-    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
-    amp = bool(amp and device.type == "cuda")
     params = {"num_classes": num_classes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
               "weight_decay": weight_decay, "resize": resize, "crop": crop, "augment": augment, "seed": seed,
               "amp": amp}
@@ -430,11 +407,17 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
         params["arch"] = arch
     best_config = {"arch": arch, "num_classes": num_classes, "class_names": class_names, "resize": resize,
                    "crop": crop, "mean": list(MEAN), "std": list(STD)}
+    return params, best_config
 
-    # --- data
-    data = build_datasets(train, val, test, num_classes=num_classes, resize=resize, crop=crop, augment=augment,
-                          augment_at=augment_at, synthetic=synthetic)
-    n_rows = training_set.counts(data.rows)
+
+def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame | None,
+              params: dict, *, arch: str, augment_at: str, device: torch.device, amp: bool,
+              num_workers: int) -> Run:
+    """Data, loaders, model, optimizer and schedule of a run, seeded from ``params['seed']``."""
+    world, main, seed, batch_size = (distributed.world_size(), distributed.is_main_process(), params["seed"],
+                                     params["batch_size"])
+    data = build_datasets(train, val, test, num_classes=params["num_classes"], resize=params["resize"],
+                          crop=params["crop"], augment=params["augment"], augment_at=augment_at, synthetic=synthetic)
     if main and batch_size % world:
         logger.warning("classifier batch_size %d is not a multiple of %d processes; the global batch is %d",
                        batch_size, world, max(1, batch_size // world) * world)
@@ -446,69 +429,71 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
     eval_kw = {**loader_kw, "batch_size": max(1, batch_size // world), "generator": torch.Generator().manual_seed(seed)}
 
-    # --- model, optimizer, scheduler
-    model = setup_distributed(build_model(num_classes, arch), device)
-    bare = _bare(model)
+    model = setup_distributed(build_model(params["num_classes"], arch), device)
     if world > 1:  # same initial weights (DDP broadcasts rank 0's), different augmentation streams
         if main:
             sync = sorted({type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)})
             n_sync = sum(isinstance(m, distributed.SYNC_BATCHNORM) for m in model.modules())
             logger.info("%s over %d processes, %d %s layers", type(model).__name__, world, n_sync, ", ".join(sync))
-        checkpoints.seed_everything(int(np.random.SeedSequence([seed, rank, 1]).generate_state(1)[0]))
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        checkpoints.seed_everything(int(np.random.SeedSequence([seed, distributed.rank(), 1]).generate_state(1)[0]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
+                                weight_decay=params["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params["epochs"])
+    return Run(data, training_set.counts(data.rows), train_loader, generator, eval_kw, model, _bare(model),
+               nn.CrossEntropyLoss(), optimizer, scheduler, device, amp)
 
-    # --- resume
-    if main:
-        (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
-        write_parquet(data.rows, out_dir / "train_set.parquet")
-    fresh = TrainingState(_fingerprint(params, data.rows, data.val), params, world)
-    state = resume(out_dir, fresh, bare, optimizer, scheduler, best_config)
-    start_epoch, elapsed_before = state.epoch + 1, state.wall_time_s
 
-    if main:
-        logger.info("training %s from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic "
-                    "train, %d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s",
-                    arch, device.type, world, n_rows["n_real"], n_rows["n_real_copies"], n_rows["n_synthetic"],
-                    len(data.val), len(data.test), num_classes, len(train_loader), start_epoch, epochs, augment,
-                    augment_at)
-    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
-    tracker = Tracker(out_dir, tracking or TrackingConfig(tensorboard=False), run_name=run_name or str(out_dir),
-                      config=params, resume_step=start_epoch if start_epoch > 1 else None, enabled=main)
-    progress = tqdm(total=epochs, initial=start_epoch - 1, desc="classifier", unit="epoch", disable=not main)
+def run_epoch(run: Run, state: TrainingState, epoch: int, seed: int, num_classes: int) -> tuple[dict, int]:
+    """Train one epoch and validate: (the epoch's log row, images this process trained on); ``state``
+    takes the row, the best epoch so far, the random streams of every process and the wall time."""
+    epochs, world = run.scheduler.T_max, distributed.world_size()
+    run.generator.manual_seed(_epoch_seed(seed, epoch) ^ distributed.rank())
+    if world > 1:
+        run.train_loader.sampler.set_epoch(epoch)
+    epoch_lr = run.optimizer.param_groups[0]["lr"]
+    train_loss, train_top1, seen = train_one_epoch(run.model, run.train_loader, run.criterion, run.optimizer,
+                                                   run.device, f"epoch {epoch}/{epochs} train", run.amp)
+    run.scheduler.step()
+    val_loss, y_true, y_pred = evaluate_all(run.bare, run.data.val, run.criterion, run.device,
+                                            f"epoch {epoch}/{epochs} val", run.amp, **run.eval_kw)
+    val = classification_metrics(y_true, y_pred, num_classes)
+    row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
+           "val_loss": val_loss, "val_top1": val["top1"], "val_balanced": val["balanced"]}
+    state.epoch, state.history = epoch, [*state.history, row]
+    if val["top1"] > state.best_val_top1:  # strict: ties keep the earlier epoch
+        state.best_epoch, state.best_val_top1 = epoch, val["top1"]
+    state.rng = distributed.all_gather_object(checkpoints.rng_state())  # collective: every rank takes part
+    return row, seen
+
+
+def save_epoch(run: Run, state: TrainingState, row: dict, out_dir: Path, best_config: dict) -> None:
+    """The main process's files after an epoch: last/ first, then best/ (if killed in between,
+    :func:`resume` rewrites best/ from last/), then log.csv."""
+    logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% balanced %.2f%% | "
+                "best epoch %d", row["epoch"], run.scheduler.T_max, row["lr"], row["train_loss"], row["train_top1"],
+                row["val_loss"], row["val_top1"], row["val_balanced"], state.best_epoch)
+    state.save(out_dir / "last", run.bare, run.optimizer, run.scheduler)
+    if state.best_epoch == row["epoch"]:
+        save_best(out_dir / "best", run.bare, {**best_config, "epoch": row["epoch"], "val_top1": row["val_top1"]})
+    _write_log(out_dir / "log.csv", state.history)
+
+
+def train_epochs(run: Run, state: TrainingState, out_dir: Path, best_config: dict, tracker: Tracker, *,
+                 elapsed_before: float, t_start: float, stop_after_epoch: int | None) -> tuple[int, float] | None:
+    """Epochs state.epoch + 1 .. epochs: (images one process trained on in the last epoch, training images per
+    second of this call), or None when stopped after ``stop_after_epoch``."""
+    epochs, main, seed = state.params["epochs"], distributed.is_main_process(), state.params["seed"]
+    progress = tqdm(total=epochs, initial=state.epoch, desc="classifier", unit="epoch", disable=not main)
     seen, images_trained, t_train = 0, 0, time.time()
-    for epoch in range(start_epoch, epochs + 1):
-        generator.manual_seed(_epoch_seed(seed, epoch) ^ rank)
-        if world > 1:
-            train_loader.sampler.set_epoch(epoch)
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_top1, seen = train_one_epoch(model, train_loader, criterion, optimizer, device,
-                                                       f"epoch {epoch}/{epochs} train", amp)
-        scheduler.step()
-        val_loss, y_true, y_pred = evaluate_all(bare, data.val, criterion, device, f"epoch {epoch}/{epochs} val",
-                                                amp, **eval_kw)
-        val = classification_metrics(y_true, y_pred, num_classes)
-        row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
-               "val_loss": val_loss, "val_top1": val["top1"], "val_balanced": val["balanced"]}
+    for epoch in range(state.epoch + 1, epochs + 1):
+        row, seen = run_epoch(run, state, epoch, seed, state.params["num_classes"])
         images_trained += seen
         progress.update(1)
-        tracker.scalars({"train/loss": train_loss, "train/top1": train_top1, "val/loss": val_loss,
-                         "val/top1": val["top1"], "val/balanced": val["balanced"], "lr": epoch_lr}, epoch)
-        state.epoch, state.history = epoch, [*state.history, row]
-        if val["top1"] > state.best_val_top1:  # strict: ties keep the earlier epoch
-            state.best_epoch, state.best_val_top1 = epoch, val["top1"]
-        state.rng = distributed.all_gather_object(checkpoints.rng_state())  # collective: every rank takes part
+        tracker.scalars({"train/loss": row["train_loss"], "train/top1": row["train_top1"], "val/loss": row["val_loss"],
+                         "val/top1": row["val_top1"], "val/balanced": row["val_balanced"], "lr": row["lr"]}, epoch)
         state.wall_time_s = elapsed_before + time.time() - t_start
         if main:
-            logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% "
-                        "balanced %.2f%% | best epoch %d", epoch, epochs, epoch_lr, train_loss, train_top1, val_loss,
-                        val["top1"], val["balanced"], state.best_epoch)
-            # last/ first, then best/: if killed in between, resume() rewrites best/ from last/.
-            state.save(out_dir / "last", bare, optimizer, scheduler)
-            if state.best_epoch == epoch:
-                save_best(out_dir / "best", bare, {**best_config, "epoch": epoch, "val_top1": val["top1"]})
-            _write_log(out_dir / "log.csv", state.history)
+            save_epoch(run, state, row, out_dir, best_config)
         if stop_after_epoch is not None and stop_after_epoch <= epoch < epochs:
             if main:
                 logger.info("stopping after epoch %d as asked; call again to resume from %s", epoch, out_dir / "last")
@@ -517,29 +502,106 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
             distributed.barrier()
             return None
     progress.close()
-    train_rate = images_trained / max(time.time() - t_train, 1e-9)
-    distributed.barrier()  # best/ is written
+    return seen, images_trained / max(time.time() - t_train, 1e-9)
 
-    # --- test, once, with the epoch chosen on validation
+
+def test_run(run: Run, state: TrainingState, out_dir: Path, class_names: list[str] | None, *, seen: int,
+             wall_time_s: float) -> dict:
+    """metrics.json's content: the test set evaluated once, with the weights of the epoch chosen on
+    validation (best/), and the run's counts, times and hyperparameters."""
     from safetensors.torch import load_file
 
-    bare.load_state_dict(load_file(out_dir / "best" / "model.safetensors", device=str(device)))
-    _, y_true, y_pred = evaluate_all(bare, data.test, criterion, device, "test", amp, **eval_kw)
-    metrics = classification_metrics(y_true, y_pred, num_classes, class_names)
+    run.bare.load_state_dict(load_file(out_dir / "best" / "model.safetensors", device=str(run.device)))
+    _, y_true, y_pred = evaluate_all(run.bare, run.data.test, run.criterion, run.device, "test", run.amp,
+                                     **run.eval_kw)
+    metrics = classification_metrics(y_true, y_pred, state.params["num_classes"], class_names)
     metrics.update({"split": "test", "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1,
-                    **n_rows, "steps_per_epoch": len(train_loader),
-                    "n_train_real": n_rows["n_real"] + n_rows["n_real_copies"],
-                    "n_train_synthetic": n_rows["n_synthetic"], "n_val": len(data.val),
-                    "epochs": epochs, "wall_time_s": round(elapsed_before + time.time() - t_start, 3),
-                    "device": str(device), "processes": world, "train_images_per_epoch": seen, "params": params})
-    if not main:
-        return metrics
+                    **run.counts, "steps_per_epoch": len(run.train_loader),
+                    "n_train_real": run.counts["n_real"] + run.counts["n_real_copies"],
+                    "n_train_synthetic": run.counts["n_synthetic"], "n_val": len(run.data.val),
+                    "epochs": state.params["epochs"], "wall_time_s": round(wall_time_s, 3), "device": str(run.device),
+                    "processes": distributed.world_size(), "train_images_per_epoch": seen, "params": state.params})
+    return metrics
+
+
+def _log_start(run: Run, params: dict, arch: str, start_epoch: int) -> None:
+    c = run.counts
+    logger.info("training %s from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic train, "
+                "%d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s", arch,
+                run.device.type, distributed.world_size(), c["n_real"], c["n_real_copies"], c["n_synthetic"],
+                len(run.data.val), len(run.data.test), params["num_classes"], len(run.train_loader), start_epoch,
+                params["epochs"], params["augment"], params.get("augment_at", "crop"))
+
+
+def _finish(metrics: dict, state: TrainingState, out_dir: Path, tracker: Tracker, train_rate: float) -> None:
+    """The main process: metrics.json (the run's one finished mark), the test scalars, the closing log line."""
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     tracker.scalars({"test/top1": metrics["top1"], "test/balanced": metrics["balanced"]}, state.best_epoch)
     tracker.close()
     logger.info("classifier done: best val top-1 %.2f%% (epoch %d of %d), test top-1 %.2f%%, balanced %.2f%%, "
-                "%.1f train images/s this run -> %s", state.best_val_top1, state.best_epoch, epochs, metrics["top1"],
-                metrics["balanced"], train_rate, out_dir / "metrics.json")
+                "%.1f train images/s this run -> %s", state.best_val_top1, state.best_epoch, state.params["epochs"],
+                metrics["top1"], metrics["balanced"], train_rate, out_dir / "metrics.json")
+
+
+def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
+                     num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
+                     batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
+                     resize: int = 256, crop: int = 224, augment: str = "none", augment_at: str = "crop",
+                     arch: str = ARCH, seed: int = 0, device: str = "auto", num_workers: int = 2,
+                     synthetic: pd.DataFrame | None = None, amp: bool = False,
+                     stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
+                     run_name: str | None = None) -> dict | None:
+    """Train a classifier (ResNet50 by default) from scratch, choose the epoch on validation, evaluate test once.
+
+    Runs in this process, or in each process of a torchrun job (:mod:`sdi.training.distributed`;
+    the workflow starts those with :func:`sdi.training.distributed.launch` and :func:`run_job`).
+    Returns metrics.json's content (the module docstring), or None when stopped early.
+
+    train, val, test: manifests of ``path`` and ``label`` (0..C-1); ``train`` holds one row per
+    example of an epoch (a :func:`sdi.pipeline.training_set.build_training_set` table, else every row
+    is ``real``); ``synthetic``: (path, label) rows added as ``synthetic``. out_dir: metrics.json,
+    log.csv, train_set.parquet, best/, last/. num_classes: C; class_names: C names for per-class metrics.
+    epochs, batch_size (global, split between processes), lr, momentum, weight_decay: SGD, cosine
+    annealing, cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4). resize, crop (256, 224), augment
+    ('none', 'randaugment', 'cutout', 'gridmask') at augment_at ('crop' as METHOD section 7, 'raw' as
+    the reference ran them): :func:`sdi.training.transforms.build_transforms`. arch: a torchvision model
+    name (:func:`build_model`). seed: init, shuffling, augmentation. device: 'auto' or a torch device.
+    amp: bf16 autocast on CUDA (the reference trains in fp32). stop_after_epoch: stop cleanly after it
+    and return None; the same call again resumes from last/. tracking: TensorBoard / W&B
+    (:class:`sdi.config.tracking.TrackingConfig`; None: nothing); run_name: W&B's (default: out_dir).
+    """
+    t_start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = distributed.local_device(device)
+    world, main = distributed.world_size(), distributed.is_main_process()
+    amp = bool(amp and device.type == "cuda")
+    params, best_config = run_params(num_classes=num_classes, class_names=class_names, epochs=epochs,
+                                     batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                     resize=resize, crop=crop, augment=augment, augment_at=augment_at, arch=arch,
+                                     seed=seed, amp=amp)
+    run = setup_run(train, val, test, synthetic, params, arch=arch, augment_at=augment_at, device=device, amp=amp,
+                    num_workers=num_workers)
+    if main:
+        (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
+        write_parquet(run.data.rows, out_dir / "train_set.parquet")
+    fresh = TrainingState(_fingerprint(params, run.data.rows, run.data.val), params, world)
+    state = resume(out_dir, fresh, run.bare, run.optimizer, run.scheduler, best_config)
+    start_epoch, elapsed_before = state.epoch + 1, state.wall_time_s
+    if main:
+        _log_start(run, params, arch, start_epoch)
+    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
+    tracker = Tracker(out_dir, tracking or TrackingConfig(tensorboard=False), run_name=run_name or str(out_dir),
+                      config=params, resume_step=start_epoch if start_epoch > 1 else None, enabled=main)
+    trained = train_epochs(run, state, out_dir, best_config, tracker, elapsed_before=elapsed_before,
+                           t_start=t_start, stop_after_epoch=stop_after_epoch)
+    if trained is None:
+        return None
+    distributed.barrier()  # best/ is written
+    metrics = test_run(run, state, out_dir, class_names, seen=trained[0],
+                       wall_time_s=elapsed_before + time.time() - t_start)
+    if main:
+        _finish(metrics, state, out_dir, tracker, trained[1])
     return metrics
 
 

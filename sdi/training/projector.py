@@ -296,6 +296,132 @@ class TrainResult:
     global_step: int
 
 
+@dataclass
+class ProjectorRun:
+    """One training run's parts (:func:`setup_run`): the loader and the two random streams it
+    reseeds per epoch, the frozen SD parts, the projector (DDP-wrapped under several processes;
+    ``bare`` the module itself), AdamW, the gradient scaler and the autocast dtype."""
+
+    loader: DataLoader
+    data_generator: torch.Generator
+    noise_generator: torch.Generator
+    frozen: FrozenModels
+    projector: torch.nn.Module
+    bare: SemanticProjector
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    drop_prob: float
+
+
+def _check_arguments(manifest: pd.DataFrame, mixed_precision: str, **counts: int) -> None:
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision {mixed_precision!r} is not one of {sorted(MIXED_PRECISION)}")
+    for name, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if len(manifest) == 0:
+        raise ValueError("manifest has no images; the projector needs the training split")
+
+
+def _available_precision(mixed_precision: str, dev: torch.device) -> str:
+    if mixed_precision == "fp16" and dev.type == "cpu":
+        logger.info("mixed_precision fp16 is not available on the CPU; training in fp32")
+        return "no"
+    return mixed_precision
+
+
+def setup_run(paths: list[str], settings: dict, checkpoint: Path | None, *, sd_path, clip_path, vae_path, dev,
+              mixed_precision: str, num_workers: int) -> ProjectorRun:
+    """Data (images and their CLIP embeddings: CLIP is frozen and its preprocessing deterministic), the
+    frozen SD parts, and the projector (from ``checkpoint``, or initialised from ``settings['seed']``)."""
+    seed, batch_size = settings["seed"], settings["batch_size"]
+    clip_model, processor = load_clip_vision(clip_path, device=dev)
+    clip_embeds = clip_image_embeddings(paths, clip_model, processor, batch_size=batch_size, num_workers=num_workers)
+    del clip_model
+    data_generator = torch.Generator()
+    loader = build_loader(ProjectorTrainingDataset(paths, clip_embeds, settings["image_size"]), batch_size, seed,
+                          data_generator, num_workers)
+    frozen = load_frozen_models(sd_path, vae_path, device=dev, dtype=MIXED_PRECISION[mixed_precision])
+    if checkpoint is not None:
+        bare = _checkpoint_projector(checkpoint)
+    else:
+        checkpoints.seed_everything(seed)
+        bare = SemanticProjector(settings["d_clip"], settings["d_cross"], settings["hidden_dim"])
+    bare = bare.to(dev)
+    projector = bare
+    if distributed.world_size() > 1:
+        projector = DistributedDataParallel(bare, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    return ProjectorRun(loader, data_generator, torch.Generator(dev), frozen, projector, bare, optimizer,
+                        torch.amp.GradScaler(dev.type, enabled=mixed_precision == "fp16"),
+                        None if mixed_precision == "no" else MIXED_PRECISION[mixed_precision], settings["drop_prob"])
+
+
+def _start_state(checkpoint: Path | None, settings: dict, optimizer: torch.optim.Optimizer) -> TrainingState:
+    """A fresh state, or the checkpoint's: its optimizer state loaded, its random streams restored."""
+    if checkpoint is None:
+        return TrainingState(settings)
+    state = TrainingState.load(checkpoint, optimizer)
+    checkpoints.set_rng_state(state.rng)
+    if distributed.is_main_process():
+        logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state.epoch, state.global_step)
+    return state
+
+
+def run_epoch(run: ProjectorRun, state: TrainingState, epoch: int, tracker: Tracker,
+              progress: tqdm) -> tuple[int, float]:
+    """Train one epoch: (images this process saw, the epoch's mean loss). Every random stream restarts
+    from (seed, epoch), so resuming draws what a full run draws."""
+    seed, world = state.settings["seed"], distributed.world_size()
+    run.data_generator.manual_seed(epoch_seed(seed, epoch))
+    run.noise_generator.manual_seed(epoch_seed(seed, epoch, 1 + distributed.rank()))
+    if world > 1:
+        run.loader.sampler.set_epoch(epoch)
+    first_step = len(state.loss_rows)
+    seen = train_one_epoch(run.projector, run.frozen, run.loader, run.optimizer, run.scaler, state,
+                           drop_prob=run.drop_prob, generator=run.noise_generator, autocast_dtype=run.autocast_dtype,
+                           tracker=tracker, progress=progress)
+    state.epoch = epoch
+    if world > 1:
+        logger.info("epoch %d: %d images on this process", epoch, seen)
+    epoch_loss = float(np.mean([row["loss"] for row in state.loss_rows[first_step:]]))
+    tracker.scalars({"epoch_loss": epoch_loss}, state.global_step)
+    return seen, epoch_loss
+
+
+def train_epochs(run: ProjectorRun, state: TrainingState, epochs: int, *, out_dir: Path, loss_csv: Path,
+                 checkpoint_every: int, tracker: Tracker) -> tuple[float, float]:
+    """Epochs state.epoch + 1 .. epochs, the main process writing loss.csv after each and a checkpoint every
+    ``checkpoint_every`` (and after the last): (images per second of this call, the last epoch's mean loss)."""
+    main, world, steps = distributed.is_main_process(), distributed.world_size(), len(run.loader)
+    progress = tqdm(total=epochs * steps, initial=state.epoch * steps, desc="projector", unit="step",
+                    disable=not main, mininterval=2)
+    t_train, images_trained, epoch_loss = time.monotonic(), 0, float("nan")
+    for epoch in range(state.epoch + 1, epochs + 1):
+        seen, epoch_loss = run_epoch(run, state, epoch, tracker, progress)
+        images_trained += seen * world
+        if main:
+            logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, epoch_loss)
+            write_loss_csv(state.loss_rows, loss_csv)
+            if epoch % checkpoint_every == 0 or epoch == epochs:
+                state.rng = checkpoints.rng_state()
+                state.save(out_dir / f"{CHECKPOINT_PREFIX}{epoch}", run.bare, run.optimizer)
+                kill_point("projector_checkpoint")
+        distributed.barrier()
+    progress.close()
+    return images_trained / max(time.monotonic() - t_train, 1e-9), epoch_loss
+
+
+def _finished(checkpoint: Path, loss_csv: Path, final: Path, epochs: int) -> TrainResult:
+    """A run already trained to ``epochs``: only (re)write its outputs."""
+    if distributed.is_main_process():
+        write_loss_csv(pd.read_csv(checkpoint / LOSS_FILE).to_dict("records"), loss_csv)
+        save_projector(_checkpoint_projector(checkpoint), final)
+    distributed.barrier()
+    return TrainResult(final, epochs, epochs, checkpoints.read_state(checkpoint)["global_step"])
+
+
 def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str | Path, out_dir: str | Path, *,
                     vae_path: str | Path | None = None, epochs: int = 100, batch_size: int = 16, lr: float = 5e-4,
                     weight_decay: float = 0.01, drop_prob: float = 0.05, image_size: int | None = None,
@@ -308,128 +434,50 @@ def train_projector(manifest: pd.DataFrame, sd_path: str | Path, clip_path: str 
     Runs in this process, or in each process of a torchrun job (:mod:`sdi.training.distributed`; the
     workflow starts those with :func:`sdi.training.distributed.launch` and :func:`run_job`).
 
-    Args:
-        manifest: one row per training image (image_id, path, label, class_name).
-        sd_path, clip_path, vae_path: local model folders (vae_path: VAE other than sd_path/vae).
-        out_dir: ``checkpoint-epoch{N}/`` (and by default the final ``projector/``) go here.
-        epochs: total epochs; a resumed run continues up to this number.
-        batch_size: per process (the published 64 = 16 x 4 GPUs).
-        image_size: training resolution; None = the SD model's native one (512 for SD v1.5).
-        mixed_precision: 'no', 'fp16' or 'bf16': the frozen models run in that dtype under autocast,
-            the projector trains in fp32 (fp16 with a gradient scaler). fp16 falls back to 'no' on the CPU.
-        checkpoint_every: write a checkpoint every this many epochs (and after the last one).
-        loss_csv: per-step losses (epoch, step, loss, lr); default ``out_dir/loss.csv``.
-        projector_dir: where the final projector goes; default ``out_dir/projector``.
-        num_workers: DataLoader worker processes for image decoding.
-        tracking: TensorBoard / W&B (:class:`sdi.config.tracking.TrackingConfig`; None: none) of loss and lr per
-            step; event files in ``tracking_dir/tensorboard`` (default out_dir). run_name: the W&B run name.
+    manifest: one row per training image (image_id, path, label, class_name). sd_path, clip_path,
+    vae_path: local model folders (vae_path: a VAE other than sd_path/vae). out_dir: ``checkpoint-epoch{N}/``
+    (and by default the final ``projector/``). epochs: total; a resumed run continues up to it.
+    batch_size: per process (the published 64 = 16 x 4 GPUs). image_size: None = the SD model's own.
+    mixed_precision: 'no', 'fp16' or 'bf16': the frozen models run in that dtype under autocast, the
+    projector trains in fp32 (fp16 with a gradient scaler; 'no' on the CPU). checkpoint_every: epochs
+    between checkpoints (and after the last). loss_csv: per-step losses (default ``out_dir/loss.csv``).
+    projector_dir: the final projector (default ``out_dir/projector``). num_workers: DataLoader workers.
+    tracking: TensorBoard / W&B of loss and lr per step (:class:`sdi.config.tracking.TrackingConfig`;
+    None: none), event files in ``tracking_dir/tensorboard`` (default out_dir); run_name: W&B's.
     """
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"mixed_precision {mixed_precision!r} is not one of {sorted(MIXED_PRECISION)}")
-    for name, value in {"epochs": epochs, "batch_size": batch_size, "checkpoint_every": checkpoint_every}.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if len(manifest) == 0:
-        raise ValueError("manifest has no images; the projector needs the training split")
+    _check_arguments(manifest, mixed_precision, epochs=epochs, batch_size=batch_size, checkpoint_every=checkpoint_every)
     out_dir = Path(out_dir)
     loss_csv = Path(loss_csv) if loss_csv else out_dir / "loss.csv"
     final = Path(projector_dir) if projector_dir else out_dir / "projector"
     dims = model_dims(sd_path, clip_path, vae_path)
     image_size = int(image_size or dims.resolution)
-    dev = distributed.local_device(device)
-    world, main = distributed.world_size(), distributed.is_main_process()
-    if mixed_precision == "fp16" and dev.type == "cpu":
-        logger.info("mixed_precision fp16 is not available on the CPU; training in fp32")
-        mixed_precision = "no"
+    dev, main = distributed.local_device(device), distributed.is_main_process()
+    mixed_precision = _available_precision(mixed_precision, dev)
     settings = {"seed": seed, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
                 "drop_prob": drop_prob, "image_size": image_size, "hidden_dim": hidden_dim, "d_clip": dims.d_clip,
                 "d_cross": dims.d_cross, "images": _fingerprint(manifest)}
-
-    # --- resume, part 1: which checkpoint (already trained: only (re)write the outputs)
     checkpoint = resume(out_dir, settings, epochs)
     if checkpoint is not None and checkpoint.name == f"{CHECKPOINT_PREFIX}{epochs}":
-        if main:
-            write_loss_csv(pd.read_csv(checkpoint / LOSS_FILE).to_dict("records"), loss_csv)
-            save_projector(_checkpoint_projector(checkpoint), final)
-        distributed.barrier()
-        return TrainResult(final, epochs, epochs, checkpoints.read_state(checkpoint)["global_step"])
-
-    # --- data: images and their CLIP embeddings (CLIP is frozen and its preprocessing deterministic)
-    paths = manifest["path"].tolist()
-    clip_model, processor = load_clip_vision(clip_path, device=dev)
-    clip_embeds = clip_image_embeddings(paths, clip_model, processor, batch_size=batch_size, num_workers=num_workers)
-    del clip_model
-    data_generator = torch.Generator()
-    loader = build_loader(ProjectorTrainingDataset(paths, clip_embeds, image_size), batch_size, seed, data_generator,
-                          num_workers)
-
-    # --- models: frozen SD parts, the projector (DDP over the processes), AdamW
-    frozen = load_frozen_models(sd_path, vae_path, device=dev, dtype=MIXED_PRECISION[mixed_precision])
-    if checkpoint is not None:
-        projector = _checkpoint_projector(checkpoint)
-    else:
-        checkpoints.seed_everything(seed)
-        projector = SemanticProjector(dims.d_clip, dims.d_cross, hidden_dim)
-    projector = projector.to(dev)
-    bare = projector
-    if world > 1:
-        projector = DistributedDataParallel(projector, device_ids=[dev.index] if dev.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=weight_decay)
-    scaler = torch.amp.GradScaler(dev.type, enabled=mixed_precision == "fp16")
-    autocast_dtype = None if mixed_precision == "no" else MIXED_PRECISION[mixed_precision]
-    noise_generator = torch.Generator(dev)
-
-    # --- resume, part 2: optimizer, progress, random streams
-    state = TrainingState(settings)
-    if checkpoint is not None:
-        state = TrainingState.load(checkpoint, optimizer)
-        checkpoints.set_rng_state(state.rng)
-        if main:
-            logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state.epoch, state.global_step)
+        return _finished(checkpoint, loss_csv, final, epochs)
+    run = setup_run(manifest["path"].tolist(), settings, checkpoint, sd_path=sd_path, clip_path=clip_path,
+                    vae_path=vae_path, dev=dev, mixed_precision=mixed_precision, num_workers=num_workers)
+    state = _start_state(checkpoint, settings, run.optimizer)
     start_epoch = state.epoch
     if main:
         write_loss_csv(state.loss_rows, loss_csv)
-        logger.info("training the projector: %d images, %d epochs x %d steps, batch %d x %d process(es), "
-                    "image size %d, mixed precision %s, device %s", len(paths), epochs, len(loader), batch_size,
-                    world, image_size, mixed_precision, dev)
+        logger.info("training the projector: %d images, %d epochs x %d steps, batch %d x %d process(es), image size "
+                    "%d, mixed precision %s, device %s", len(manifest), epochs, len(run.loader), batch_size,
+                    distributed.world_size(), image_size, mixed_precision, dev)
     # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
     tracker = Tracker(tracking_dir or out_dir, tracking or TrackingConfig(tensorboard=False),
                       run_name=run_name or str(out_dir), config=settings,
                       resume_step=None if checkpoint is None else state.global_step + 1, enabled=main)
-    progress = tqdm(total=epochs * len(loader), initial=start_epoch * len(loader), desc="projector", unit="step",
-                    disable=not main, mininterval=2)
-    t_train, images_trained = time.monotonic(), 0
-    for epoch in range(start_epoch + 1, epochs + 1):
-        # Every random stream restarts from (seed, epoch): resuming draws what a full run draws.
-        data_generator.manual_seed(epoch_seed(seed, epoch))
-        noise_generator.manual_seed(epoch_seed(seed, epoch, 1 + distributed.rank()))
-        if world > 1:
-            loader.sampler.set_epoch(epoch)
-        first_step = len(state.loss_rows)
-        seen = train_one_epoch(projector, frozen, loader, optimizer, scaler, state, drop_prob=drop_prob,
-                               generator=noise_generator, autocast_dtype=autocast_dtype, tracker=tracker,
-                               progress=progress)
-        state.epoch = epoch
-        if world > 1:
-            logger.info("epoch %d/%d: %d images on this process", epoch, epochs, seen)
-        images_trained += seen * world
-        epoch_loss = float(np.mean([row["loss"] for row in state.loss_rows[first_step:]]))
-        tracker.scalars({"epoch_loss": epoch_loss}, state.global_step)
-        if main:
-            logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, epoch_loss)
-            write_loss_csv(state.loss_rows, loss_csv)
-            if epoch % checkpoint_every == 0 or epoch == epochs:
-                state.rng = checkpoints.rng_state()
-                state.save(out_dir / f"{CHECKPOINT_PREFIX}{epoch}", bare, optimizer)
-                kill_point("projector_checkpoint")
-        distributed.barrier()
-    progress.close()
-
+    rate, epoch_loss = train_epochs(run, state, epochs, out_dir=out_dir, loss_csv=loss_csv,
+                                    checkpoint_every=checkpoint_every, tracker=tracker)
     if main:
-        save_projector(bare, final)
-        elapsed = time.monotonic() - t_train
+        save_projector(run.bare, final)
         logger.info("projector done: %d epochs, %d steps, %.1f images/s this run, last epoch mean loss %.5f -> %s",
-                    epochs, state.global_step, images_trained / max(elapsed, 1e-9), epoch_loss, final)
+                    epochs, state.global_step, rate, epoch_loss, final)
     tracker.close()
     distributed.barrier()
     return TrainResult(final, start_epoch, epochs, state.global_step)
