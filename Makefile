@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-# make test: pytest-xdist workers; each test file (or a test's xdist_group) runs whole on one of them
+# make test: pytest-xdist workers; each test file runs whole on one of them (tests/conftest.py)
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench bench-memory clean-demo
@@ -19,7 +19,7 @@ demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES) all --configfile config/mini_world.yaml
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=10 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=10 tests
 
 # Generation throughput, reference style vs engine (bench/README.md): CPU with the tiny
 # models by default; `make bench BENCH_DEVICE=cuda` for SD v1.5 at 512x512 on a GPU.

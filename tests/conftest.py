@@ -1,6 +1,6 @@
 """Shared fixtures: the network guard (the test run must never reach the network), tiny models and a
 tiny digits dataset, and the one finished demo that every test needing one shares; each built once
-per session (per xdist worker: the tests of a shared run are in one xdist group) with the real code.
+per session (per xdist worker: see pytest_xdist_make_scheduler) with the real code.
 Shared helpers (not fixtures) are in helpers.py."""
 
 from __future__ import annotations
@@ -18,14 +18,22 @@ sys.path.insert(0, str(Path(__file__).parent / "netguard"))
 import sdi_netguard  # noqa: E402
 from helpers import SMALL, copy_workflow, edit_config, run_snakemake  # noqa: E402
 
+# The tests of the shared finished demo (fixture finished_demo), which one worker runs in this order.
+SHARED_DEMO_FILES = ("test_export.py", "test_workflow_demo.py")
 
-def pytest_collection_modifyitems(items):
-    """``make test`` runs two xdist workers with ``--dist loadgroup``: a test file's tests stay together on
-    one worker (its module fixtures, such as a workflow run, are made once), unless a test names its own
-    group (``xdist_group("demo")``: the tests of the shared finished demo, across files)."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs two pytest-xdist workers. Each test file runs whole on one worker (its module
+    fixtures, such as a workflow run, are made once), and the files of the shared finished demo run
+    together on one, so that the demo is built once."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "shared finished demo" if Path(path).name in SHARED_DEMO_FILES else path
+
+    return ByFile(config, log)
 
 
 class NetworkAccessError(RuntimeError):
@@ -64,9 +72,9 @@ def digits_split(tmp_path_factory) -> dict:
 def finished_demo(tmp_path_factory, tiny_models) -> Path:
     """The one finished demo of the suite: ``snakemake all`` and the SDI export on helpers.SMALL, with the
     models as a user's folders (models.tiny: false; copies of the tiny models, which a test may rewrite).
-    Tests that use it are marked ``xdist_group("demo")`` so that one worker runs it once; a test that
-    changes the run leaves it as it found it (the weights test goes last: test_workflow_demo.py ends
-    with it)."""
+    Only SHARED_DEMO_FILES use it (one xdist worker runs them, in that order); a test that changes the
+    run leaves it as it found it, but for the weights test, which goes last: test_workflow_demo.py ends
+    with it."""
     root = tmp_path_factory.mktemp("demo")
     workflow = copy_workflow(root / "wf")
     models = {name: str(shutil.copytree(folder, root / "models" / name)) for name, folder in tiny_models.items()}

@@ -19,7 +19,7 @@ import pytest
 from helpers import REPO, run_snakemake
 
 # the suite's shared finished demo (conftest.finished_demo: helpers.SMALL, with results/demo/export/sdi)
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("demo")]
+pytestmark = pytest.mark.workflow
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}  # export folder -> Hugging Face split
 
 

@@ -23,7 +23,7 @@ from helpers import (
 )
 
 # every test here but one reads the suite's shared finished demo (conftest.finished_demo)
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("demo")]
+pytestmark = pytest.mark.workflow
 METHODS, RUNS = SMALL_METHODS, SMALL_RUNS
 
 

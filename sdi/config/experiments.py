@@ -18,8 +18,6 @@ FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.varia
 # The settings of a resolved method that decide its training set: the keywords of
 # sdi.pipeline.training_set.method_training_set (here, so that planning need not import pandas).
 TRAINING_SET_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
-
-
 SYNTHETIC_KEYS = ("multiples", "pool", "keep_ratio", "draw_seed")  # meaningful only with a variant
 
 

@@ -61,14 +61,8 @@ logger = logging.getLogger(__name__)
 
 
 MODES = ("sei", "text")
-
-
 TEXT_PROMPT = "a photo of a {class_name}"  # the text-only baseline ("SD" row of the paper)
-
-
 REQUIRED_SAMPLE_COLUMNS = ("sample_id", "label", "class_name", "sample_index", "seed")
-
-
 SHARD_COLUMNS = [
     "sample_id", "label", "class_name", "sample_index", "seed", "shard", "path", "mode", "prompt",
     "negative_prompt", "vector_sha256", "scheduler", "scheduler_config", "steps", "guidance_scale", "eta",
@@ -90,20 +84,10 @@ AUTO_CPU_GIB_PER_IMAGE_512_FP32 = 0.75
 # fp16). Scaled by pixel count and dtype size for other settings; AUTO_MEMORY_FRACTION of the free
 # memory (after loading the models) is used, the rest is headroom.
 AUTO_GPU_MARGIN = 1.6
-
-
 AUTO_GIB_PER_IMAGE_512_HALF = AUTO_CPU_GIB_PER_IMAGE_512_FP32 / 2 * AUTO_GPU_MARGIN
-
-
 AUTO_MEMORY_FRACTION = 0.8
-
-
 AUTO_BATCH_MAX = 32  # SD v1.5 at 512x512 saturates a large GPU well below this
-
-
 AUTO_BATCH_CPU = 16  # CPU: a fixed batch (the per-call overhead is amortised by then)
-
-
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 

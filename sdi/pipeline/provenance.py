@@ -20,8 +20,6 @@ from sdi.models.folders import check_sd_folder, check_vae_folder
 # Provenance fields that describe how an image was made but not what it should look like:
 # a stored image whose other fields match the current settings is kept on resume.
 _NOT_COMPARED = ("batch", "versions")
-
-
 PNG_KEY = "sdi"
 
 

@@ -13,14 +13,8 @@ from torchvision.transforms import functional as TF
 
 # Normalisation of the reference code (CIFAR-100 statistics, used for every dataset there).
 MEAN = (0.507, 0.487, 0.441)
-
-
 STD = (0.267, 0.256, 0.276)
-
-
 AUGMENTS = ("none", "randaugment", "cutout", "gridmask")
-
-
 AUGMENT_AT = ("crop", "raw")
 
 

@@ -22,11 +22,7 @@ pd = lazy_import("pandas")
 
 
 MANIFEST_COLUMNS = ["image_id", "path", "label", "class_name"]
-
-
 SUBSETS = ("train", "val", "test")
-
-
 SHOWN = 20  # problems listed in one error message before "... and N more"
 
 
