@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -204,6 +205,19 @@ def test_resume_matches_a_straight_run(straight_run, digits_split, tmp_path):
     states = [json.loads((d / "last" / "state.json").read_text()) for d in (out, tmp_path)]
     assert [{k: v for k, v in s.items() if k != "wall_time_s"} for s in states][0] == \
         [{k: v for k, v in s.items() if k != "wall_time_s"} for s in states][1]
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(straight_run, digits_split, tmp_path, caplog):
+    """The trainers' one resume policy (sdi.training.checkpoints.resumable): last/ of other data or
+    hyperparameters is named in a warning and not resumed; the run starts from epoch 1 and replaces it."""
+    out, metrics = straight_run
+    shutil.copytree(out / "last", tmp_path / "last")
+    args = (digits_split["train"], digits_split["val"], digits_split["test"], tmp_path)
+    with caplog.at_level(logging.WARNING, logger="sdi.training.checkpoints"):
+        other = train_classifier(*args, class_names=class_names(digits_split), **{**TINY, "lr": 0.02})
+    assert "was written for another run" in caplog.text and str(tmp_path / "last") in caplog.text
+    assert pd.read_csv(tmp_path / "log.csv").epoch.tolist() == [1, 2] and other["params"]["lr"] == 0.02
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["params"]["lr"] == 0.02
 
 
 def test_synthetic_rows_are_counted_and_used(digits_split, tmp_path):

@@ -26,10 +26,10 @@ from PIL import Image
 
 from sdi import NEGATIVE_PROMPT, PROMPT
 from sdi.io.artifacts import write_parquet
+from sdi.io.schemas import SHARD_COLUMNS
 from sdi.models.schedulers import METHOD_DDIM, SchedulerError, make_scheduler
 from sdi.pipeline.generation import (
     AUTO_BATCH_CPU,
-    SHARD_COLUMNS,
     GenerationError,
     GenerationSettings,
     ImageGenerator,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pandas as pd
@@ -116,7 +117,7 @@ def _weights(folder) -> dict[str, torch.Tensor]:
     return SemanticProjector.from_pretrained(folder).state_dict()
 
 
-def test_training_checkpoints_and_resume(tiny_models, digits_split, tmp_path):
+def test_training_checkpoints_and_resume(tiny_models, digits_split, tmp_path, caplog):
     manifest = digits_split["train"].head(16)
     args = (manifest, tiny_models["sd"], tiny_models["clip"])
     kw = {"batch_size": 8, "checkpoint_every": 1, "seed": 0, "device": "cpu"}
@@ -173,6 +174,10 @@ def test_training_checkpoints_and_resume(tiny_models, digits_split, tmp_path):
     assert again.resumed_from == 2 and again.global_step == 4
     assert again.projector_dir == tmp_path / "elsewhere" / "final"
     assert all(torch.equal(v, trained[k]) for k, v in _weights(again.projector_dir).items())
-    # Other settings in the same folder are refused, naming the setting.
-    with pytest.raises(ValueError, match="lr"):
-        train_projector(*args, part_dir, epochs=3, **{**kw, "lr": 1e-3})
+    # Other settings in the same folder: not resumed, with a warning naming the setting; the run starts
+    # over and its checkpoints replace the old ones (the classifier's policy too, checkpoints.resumable).
+    with caplog.at_level(logging.WARNING, logger="sdi.training.checkpoints"):
+        other = train_projector(*args, part_dir, epochs=1, **{**kw, "lr": 1e-3})
+    assert other.resumed_from == 0 and other.global_step == 2
+    assert "lr: 0.0005 -> 0.001" in caplog.text
+    assert json.loads((part_dir / "checkpoint-epoch1" / STATE_FILE).read_text())["settings"]["lr"] == 1e-3

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sdi.io.schemas import SAMPLE_COLUMNS
 from sdi.pipeline.sampling import (
-    SAMPLE_COLUMNS,
     SamplingError,
     class_sampler_seed,
     generation_seed,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sdi.data.readers.base import MANIFEST_COLUMNS, SHOWN, DatasetError
+from sdi.data.readers.base import SHOWN, DatasetError
 from sdi.io.lazy import lazy_import
+from sdi.io.schemas import MANIFEST_COLUMNS
 
 np = lazy_import("numpy")  # loaded on first use: planning imports this module
 pd = lazy_import("pandas")

@@ -38,6 +38,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from sdi.io.artifacts import atomic_write
+from sdi.io.schemas import require_columns
 
 OUTPUT_FILES = {"per_class": "per_class.csv", "summary": "summary.json", "duplicates": "near_duplicates.csv",
                 "distances": "distances.png", "projection": "projection.png"}
@@ -306,10 +307,8 @@ def diagnose_variant(embeddings_path: str | os.PathLike, samples_path: str | os.
         vectors = stack_vectors(samples["vector"])
     manifest_path = Path(filtered_dir) / "manifest.parquet"
     manifest = pd.read_parquet(manifest_path)
-    missing = {"sample_id", "label", "path", "kept"} - set(manifest.columns)
-    if missing:
-        raise DiagnosticsError(f"{manifest_path}: missing column(s) {sorted(missing)}; rebuild it with the filter "
-                               "stage")
+    require_columns(manifest, ["sample_id", "label", "path", "kept"], str(manifest_path),
+                    "rebuild it with the filter stage", DiagnosticsError)
     kept = manifest[manifest["kept"].astype(bool)].reset_index(drop=True)
     test = pd.read_parquet(Path(split_dir) / "test.parquet")
     dev = resolve_device(device)

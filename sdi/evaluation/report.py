@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from sdi.io.artifacts import atomic_write
 from sdi.io.images import load_rgb
+from sdi.io.schemas import FILTER_COLUMNS, require_columns
 
 
 def _plt():
@@ -163,9 +164,8 @@ def filter_figures(split_dir: str | os.PathLike, filtered_dir: str | os.PathLike
     """Write out["grid"], out["scores"], out["counts"] from a split and a filter output folder."""
     manifest_path = Path(filtered_dir) / "manifest.parquet"
     scored = pd.read_parquet(manifest_path)
-    missing = {"path", "label", "class_name", "score", "rank", "kept"} - set(scored.columns)
-    if missing:
-        raise ValueError(f"{manifest_path}: missing column(s) {sorted(missing)}; rebuild it with the filter stage")
+    require_columns(scored, ["path", "label", "class_name", *FILTER_COLUMNS], str(manifest_path),
+                    "rebuild it with the filter stage")
     scored["kept"] = scored["kept"].astype(bool)
     real = pd.read_parquet(Path(split_dir) / "train.parquet")
     grid = sample_grid(real, scored, n_classes=n_classes, per_row=per_row)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from sdi.io.artifacts import vector_array, write_parquet
 from sdi.io.images import load_rgb
+from sdi.io.schemas import MANIFEST_COLUMNS, require_columns
 from sdi.models.devices import resolve_device
 from sdi.models.loaders import load_clip_vision
 from sdi.models.projector import SemanticProjector
@@ -111,10 +112,8 @@ def extract_embeddings(manifest: pd.DataFrame, projector_dir: str | Path, clip_p
     :func:`write_embeddings` stores them as fixed-size lists. Models are loaded once and
     run in fp32 in batches of ``batch_size``.
     """
-    missing = {"image_id", "path", "label", "class_name"} - set(manifest.columns)
-    if missing:
-        raise ValueError(f"manifest: missing column(s) {sorted(missing)}; pass a split manifest "
-                         "(results/<dataset>/split/train.parquet)")
+    require_columns(manifest, MANIFEST_COLUMNS, "manifest",
+                    "pass a split manifest (results/<dataset>/split/train.parquet)")
     t_start = time.monotonic()
     dev = resolve_device(device)
     clip_model, processor = load_clip_vision(clip_path, device=dev)

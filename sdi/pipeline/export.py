@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from sdi.io.artifacts import atomic_dir, atomic_write
+from sdi.io.schemas import MANIFEST_COLUMNS, require_columns
 from sdi.pipeline.training_set import method_training_set
 
 logger = logging.getLogger(__name__)
@@ -100,10 +101,8 @@ def _check_split(split: Mapping[str, pd.DataFrame]) -> None:
     for name in SPLITS:
         if name not in split:
             raise ExportError(f"split: no {name!r} manifest; expected train, val and test")
-        missing = [c for c in ("image_id", "path", "label", "class_name") if c not in split[name].columns]
-        if missing:
-            raise ExportError(f"split[{name!r}]: missing column(s) {missing}; expected the split stage's "
-                              "manifests (image_id, path, label, class_name)")
+        require_columns(split[name], MANIFEST_COLUMNS, f"split[{name!r}]",
+                        "expected the split stage's manifests (image_id, path, label, class_name)", ExportError)
 
 
 def export_table(split: Mapping[str, pd.DataFrame], train_set: pd.DataFrame,

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from sdi.io.artifacts import atomic_write, write_parquet
 from sdi.io.faults import kill_point
 from sdi.io.images import load_rgb
+from sdi.io.schemas import FILTER_INPUT_COLUMNS, require_columns
 from sdi.models.devices import resolve_device, resolve_dtype
 from sdi.models.loaders import ClipEmbedder, load_filter_clip
 
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 FILTER_PROMPT = "a photo of a {class_name}"
 SCORES = ("cosine", "reference")
 OUTPUT_FILES = {"manifest": "manifest.parquet", "counts": "counts.csv", "grid": "grid.png"}
-REQUIRED_COLUMNS = ["sample_id", "label", "class_name", "path"]
 
 
 class FilterError(ValueError):
@@ -113,9 +113,8 @@ def clip_scores(
     """
     if score not in SCORES:
         raise FilterError(f"filter.score: {score!r} is not one of {list(SCORES)}")
-    for col in ("path", "label", "class_name"):
-        if col not in images.columns:
-            raise FilterError(f"images table: missing column {col!r}; expected path, label, class_name")
+    require_columns(images, ["path", "label", "class_name"], "images table", "expected path, label, class_name",
+                    FilterError)
     dev = resolve_device(device)
     clip = load_filter_clip(clip_path, filter_clip, device=dev, dtype=resolve_dtype(dtype, dev))
     if len(images) == 0:
@@ -151,9 +150,7 @@ def select_top(table: pd.DataFrame, keep_ratio: float) -> pd.Series:
 
 def rank_within_class(table: pd.DataFrame) -> pd.Series:
     """1-based rank of each row's ``score`` within its ``label`` (1 = highest), on table.index."""
-    for col in ("label", "score"):
-        if col not in table.columns:
-            raise FilterError(f"scored table: missing column {col!r}")
+    require_columns(table, ["label", "score"], "scored table", "score it first (clip_scores)", FilterError)
     if not table.index.is_unique:
         raise FilterError("scored table: index is not unique; call reset_index(drop=True) first")
     order = pd.DataFrame({"label": table["label"].to_numpy(), "score": table["score"].to_numpy(dtype=float),
@@ -216,10 +213,8 @@ def preview_grid(scored: pd.DataFrame, *, n_classes: int = 4, per_row: int = 6, 
 
 def check_manifest(manifest: pd.DataFrame) -> None:
     """Raise FilterError unless the generation manifest has the columns, unique ids and files."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise FilterError(f"generation manifest: missing column(s) {missing}; expected the generation "
-                          "stage's shard manifests (sample_id, label, class_name, path)")
+    require_columns(manifest, FILTER_INPUT_COLUMNS, "generation manifest", "expected the generation stage's shard "
+                    "manifests (sample_id, label, class_name, path)", FilterError)
     dup = manifest.sample_id[manifest.sample_id.duplicated()].tolist()
     if dup:
         raise FilterError(f"generation manifest: {len(dup)} duplicated sample_id(s), e.g. {dup[:3]}; "

@@ -44,6 +44,7 @@ from PIL import Image
 from sdi import NEGATIVE_PROMPT, PROMPT
 from sdi.io.artifacts import remove_stale_temps, write_parquet
 from sdi.io.faults import kill_point
+from sdi.io.schemas import GENERATION_INPUT_COLUMNS, SHARD_COLUMNS, require_columns
 from sdi.models.devices import DTYPES, resolve_device, resolve_dtype
 from sdi.models.folders import check_sd_folder, check_vae_folder
 from sdi.models.schedulers import make_scheduler, scheduler_json
@@ -62,12 +63,6 @@ logger = logging.getLogger(__name__)
 
 MODES = ("sei", "text")
 TEXT_PROMPT = "a photo of a {class_name}"  # the text-only baseline ("SD" row of the paper)
-REQUIRED_SAMPLE_COLUMNS = ("sample_id", "label", "class_name", "sample_index", "seed")
-SHARD_COLUMNS = [
-    "sample_id", "label", "class_name", "sample_index", "seed", "shard", "path", "mode", "prompt",
-    "negative_prompt", "vector_sha256", "scheduler", "scheduler_config", "steps", "guidance_scale", "eta",
-    "dtype", "device", "height", "width", "model_id", "batch", "versions",
-]
 
 
 # batch_size 'auto': memory per image of one pipeline call, SD v1.5 at 512x512 with classifier-free
@@ -142,11 +137,9 @@ def _check_samples(samples: pd.DataFrame, mode: str, d_cross: int | None = None,
                    what: str = "samples table") -> None:
     if mode not in MODES:
         raise GenerationError(f"generation mode {mode!r} must be one of {MODES}")
-    need = [*REQUIRED_SAMPLE_COLUMNS, "vector"] if mode == "sei" else list(REQUIRED_SAMPLE_COLUMNS)
-    missing = [c for c in need if c not in samples.columns]
-    if missing:
-        raise GenerationError(f"{what}: missing column(s) {', '.join(missing)}; it must have {', '.join(need)} "
-                              "(write it with the SEI sampling stage)")
+    need = [*GENERATION_INPUT_COLUMNS, "vector"] if mode == "sei" else list(GENERATION_INPUT_COLUMNS)
+    require_columns(samples, need, what, f"it must have {', '.join(need)} (write it with the SEI sampling stage)",
+                    GenerationError)
     dup = samples.sample_id[samples.sample_id.duplicated()].tolist()
     if dup:
         raise GenerationError(f"{what}: duplicate sample_id(s) {dup[:5]}; sample ids must be unique")
@@ -463,9 +456,7 @@ def _batch_groups(n: int, batch_size: int, todo: list[int]) -> list[list[int]]:
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
     """Write a generation manifest to Parquet atomically, after checking its columns."""
-    missing = [c for c in SHARD_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise GenerationError(f"{path}: manifest lacks column(s) {', '.join(missing)}; build it with generate_shard")
+    require_columns(manifest, SHARD_COLUMNS, f"{path}: manifest", "build it with generate_shard", GenerationError)
     write_parquet(manifest[SHARD_COLUMNS], path)
 
 
@@ -506,7 +497,7 @@ def regenerate_image(manifest_row: Mapping | pd.Series, samples: pd.DataFrame | 
         if len(members) > 1:
             raise GenerationError(f"sample {row['sample_id']} was generated in a batch of {len(members)}; pass the "
                                   "samples table for an exact regeneration, or exact=False")
-        batch = pd.DataFrame([{**{c: row[c] for c in REQUIRED_SAMPLE_COLUMNS}, "vector": samples}])
+        batch = pd.DataFrame([{**{c: row[c] for c in GENERATION_INPUT_COLUMNS}, "vector": samples}])
     if "vector" not in batch.columns:
         batch = batch.assign(vector=None)
     _check_samples(batch, mode, generator.d_cross if mode == "sei" else None, what="samples for regeneration")

@@ -60,8 +60,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from sdi.io.artifacts import vector_array, write_parquet
+from sdi.io.schemas import SAMPLE_COLUMNS, require_columns
 
-SAMPLE_COLUMNS = ["sample_id", "label", "class_name", "sample_index", "seed", "shard", "vector", "n_components"]
 METHODS = ("gauss", "gmm", "text")
 REFERENCE_SEED = 42  # the reference seeds every class's sampler with this constant
 _SAMPLER_STREAM, _GENERATION_STREAM = 0, 1  # keep the two seed families apart
@@ -157,11 +157,9 @@ def sample_gmm(x: np.ndarray, n: int, n_components: int, class_seed: int, cov_ep
 def _check_table(embeddings: pd.DataFrame, method: str) -> None:
     if method not in METHODS:
         raise SamplingError(f"samplers.<name>.method: {method!r} is not one of {list(METHODS)}")
-    need = ["label", "class_name"] + (["embedding"] if method != "text" else [])
-    missing = [c for c in need if c not in embeddings.columns]
-    if missing:
-        raise SamplingError(f"embeddings table: missing column(s) {missing}; expected the output of the "
-                            "embedding stage (image_id, label, class_name, clip_embedding, embedding)")
+    require_columns(embeddings, ["label", "class_name"] + (["embedding"] if method != "text" else []),
+                    "embeddings table", "expected the output of the embedding stage (image_id, label, class_name, "
+                    "clip_embedding, embedding)", SamplingError)
     names = embeddings.groupby("label")["class_name"].nunique()
     if (names > 1).any():
         raise SamplingError(f"embeddings table: label(s) {names[names > 1].index.tolist()} have more than one "
@@ -286,7 +284,6 @@ def read_samples(path: str | os.PathLike, shard: int | None = None) -> pd.DataFr
     samples = pq.read_table(path, filters=filters).to_pandas()
     # n_components is a record for the user, not an input of generation: tables written before it
     # existed still generate.
-    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns and c != "n_components"]
-    if missing:
-        raise SamplingError(f"{path}: missing column(s) {missing}; rebuild it with the sampling stage")
+    require_columns(samples, [c for c in SAMPLE_COLUMNS if c != "n_components"], str(path),
+                    "rebuild it with the sampling stage", SamplingError)
     return samples.reset_index(drop=True)

@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from sdi.config.experiments import TRAINING_SET_KEYS
+from sdi.io.schemas import TRAINING_SET_COLUMNS, require_columns
 
 SOURCES = ("real", "real_copy", "synthetic")
-COLUMNS = ["path", "label", "source", "variant"]
+COLUMNS = TRAINING_SET_COLUMNS
 METHOD_KEYS = TRAINING_SET_KEYS  # the keywords of method_training_set (sdi.config.experiments.methods resolves them)
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,8 @@ def synthetic_pool(generated: pd.DataFrame, pool: str, keep_ratio: float | None 
     """The images a method may train on: every generated image (``pool='generated'``) or the kept
     ones of a filter manifest (``pool='kept'``, see :func:`select_kept`)."""
     need = ["path", "label"] + (["kept", "rank"] if pool == "kept" else [])
-    missing = [c for c in need if c not in generated.columns]
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; pool {pool!r} needs {', '.join(need)} "
-                         "(the filter stage writes kept and rank)")
+    require_columns(generated, need, source, f"pool {pool!r} needs {', '.join(need)} (the filter stage writes kept "
+                    "and rank)")
     if pool == "generated":
         return generated
     if pool == "kept":

@@ -5,20 +5,55 @@ or ``save_pretrained``), the optimizer's tensors (``optimizer.safetensors``, e.g
 or AdamW moments) and ``state.json``: epoch, progress, the optimizer's other state and param
 groups, the scheduler's state, and the random streams of every process (:func:`rng_state`).
 Nothing is pickled, so a checkpoint can be read without running our code.
+
+One resume policy for both (:func:`resumable`): a checkpoint is resumed only when it was written for
+the same data and hyperparameters; any other is left out with a warning that says what differs, the
+run starts from scratch, and its own checkpoints replace the old ones as they are written. One epoch
+seed (:func:`epoch_seed`): every random stream of an epoch restarts from (seed, epoch, stream), so a
+resumed run draws what an uninterrupted one draws.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+logger = logging.getLogger(__name__)
+
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+def epoch_seed(seed: int, epoch: int, *streams: int, bits: int = 32) -> int:
+    """The seed of one random stream of one epoch, from (seed, epoch, *streams) only; ``bits``: 32 or 64."""
+    dtype = np.uint64 if bits == 64 else np.uint32
+    return int(np.random.SeedSequence([seed, epoch, *streams]).generate_state(1, dtype)[0])
+
+
+def _differences(saved, expected) -> str:
+    if isinstance(saved, dict) and isinstance(expected, dict):
+        keys = [k for k in expected if saved.get(k) != expected[k]]
+        return ", ".join(f"{k}: {saved.get(k)!r} -> {expected[k]!r}" for k in keys)
+    return "other data or hyperparameters"
+
+
+def resumable(folder: Path, key: str, expected, *, warn: bool = True) -> bool:
+    """Whether the checkpoint ``folder`` belongs to this run: its ``state.json[key]`` (a fingerprint, or
+    the settings a checkpoint must agree on) equals ``expected``. If not, a warning (``warn``: the main
+    process) names it and what differs: the run does not resume from it and overwrites it."""
+    saved = read_state(folder).get(key)
+    if saved == expected:
+        return True
+    if warn:
+        logger.warning("%s was written for another run (%s); not resuming from it: starting from scratch, "
+                       "and this run's checkpoints replace it", folder, _differences(saved, expected))
+    return False
 
 
 def _tensor_text(t: torch.Tensor) -> str:

@@ -16,7 +16,7 @@ once. Everything a run produces is written as data into ``out_dir``:
   (architecture, classes, image sizes, normalisation, epoch); :func:`load_classifier` reads it;
 - ``tensorboard/``: the log.csv curves and the test metrics as TensorBoard scalars (``tracking``, see
   :mod:`sdi.training.tracking`; optionally a W&B run too);
-- ``last/``: the resumable state after the latest epoch (:class:`TrainingState`: weights, optimizer
+- ``last/``: the resumable state after the latest epoch (:class:`ClassifierState`: weights, optimizer
   and scheduler state, epoch, best so far, history, random streams), safetensors and JSON. A new
   call with the same data and hyperparameters resumes from it; a ``last/`` written for other data
   or hyperparameters is ignored (with a warning) and overwritten.
@@ -58,6 +58,7 @@ from sdi.config.tracking import TrackingConfig
 from sdi.evaluation.metrics import classification_metrics
 from sdi.io.artifacts import atomic_dir, atomic_write, write_parquet
 from sdi.io.images import load_rgb
+from sdi.io.schemas import require_columns
 from sdi.pipeline import training_set
 from sdi.training import checkpoints, distributed
 from sdi.training.tracking import Tracker
@@ -88,9 +89,7 @@ class ManifestDataset(Dataset):
 def _check_manifest(table: pd.DataFrame | None, name: str, num_classes: int, allow_empty: bool = False) -> pd.DataFrame:
     if table is None:
         table = pd.DataFrame({"path": pd.Series(dtype=str), "label": pd.Series(dtype="int64")})
-    missing = [c for c in ("path", "label") if c not in table.columns]
-    if missing:
-        raise ValueError(f"classifier {name} manifest: missing column(s) {missing}; it needs 'path' and 'label'")
+    require_columns(table, ["path", "label"], f"classifier {name} manifest", "it needs 'path' and 'label'")
     if len(table) == 0 and not allow_empty:
         raise ValueError(f"classifier {name} manifest is empty; the split stage must give it at least one image")
     if len(table) and (table["label"].min() < 0 or table["label"].max() >= num_classes):
@@ -122,11 +121,6 @@ def _seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """Shuffling and worker seeds of an epoch depend on (seed, epoch) only, so a resumed run repeats them."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
 
 
 @dataclass
@@ -266,7 +260,7 @@ def evaluate_all(model: nn.Module, dataset: Dataset, criterion: nn.Module, devic
 
 # --------------------------------------------------------------------------- checkpoints
 @dataclass
-class TrainingState:
+class ClassifierState:
     """Where a run stands after ``epoch``; with the weights, optimizer and scheduler it resumes the run.
 
     Saved by :meth:`save` as a folder (written atomically) that describes itself:
@@ -294,7 +288,7 @@ class TrainingState:
             checkpoints.save_state(tmp, asdict(self), optimizer, scheduler)
 
     @classmethod
-    def load(cls, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> TrainingState:
+    def load(cls, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> ClassifierState:
         """Load the weights, optimizer and scheduler of ``folder`` into the given objects; return the state."""
         from safetensors.torch import load_file
 
@@ -335,8 +329,8 @@ def _write_log(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
 
 
-def resume(out_dir: Path, fresh: TrainingState, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-           best_config: dict) -> TrainingState:
+def resume(out_dir: Path, fresh: ClassifierState, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+           best_config: dict) -> ClassifierState:
     """The state to start from: ``fresh``, unless ``out_dir/last`` is a checkpoint of the same run.
 
     Then its weights, optimizer and schedule are loaded into ``model`` (the bare one),
@@ -347,12 +341,9 @@ def resume(out_dir: Path, fresh: TrainingState, model: nn.Module, optimizer: tor
     last, main = out_dir / "last", distributed.is_main_process()
     if not (last / "state.json").is_file():
         return fresh
-    if checkpoints.read_state(last)["fingerprint"] != fresh.fingerprint:
-        if main:
-            logger.warning("%s was written for other data or hyperparameters; starting from epoch 1 and "
-                           "overwriting it", last)
+    if not checkpoints.resumable(last, "fingerprint", fresh.fingerprint, warn=main):
         return fresh
-    state = TrainingState.load(last, model, optimizer, scheduler)
+    state = ClassifierState.load(last, model, optimizer, scheduler)
     if state.world_size == fresh.world_size:
         checkpoints.set_rng_state(state.rng[distributed.rank()])
     elif main:
@@ -443,11 +434,11 @@ def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthe
                nn.CrossEntropyLoss(), optimizer, scheduler, device, amp)
 
 
-def run_epoch(run: Run, state: TrainingState, epoch: int, seed: int, num_classes: int) -> tuple[dict, int]:
+def run_epoch(run: Run, state: ClassifierState, epoch: int, seed: int, num_classes: int) -> tuple[dict, int]:
     """Train one epoch and validate: (the epoch's log row, images this process trained on); ``state``
     takes the row, the best epoch so far, the random streams of every process and the wall time."""
     epochs, world = run.scheduler.T_max, distributed.world_size()
-    run.generator.manual_seed(_epoch_seed(seed, epoch) ^ distributed.rank())
+    run.generator.manual_seed(checkpoints.epoch_seed(seed, epoch, bits=64) ^ distributed.rank())
     if world > 1:
         run.train_loader.sampler.set_epoch(epoch)
     epoch_lr = run.optimizer.param_groups[0]["lr"]
@@ -466,7 +457,7 @@ def run_epoch(run: Run, state: TrainingState, epoch: int, seed: int, num_classes
     return row, seen
 
 
-def save_epoch(run: Run, state: TrainingState, row: dict, out_dir: Path, best_config: dict) -> None:
+def save_epoch(run: Run, state: ClassifierState, row: dict, out_dir: Path, best_config: dict) -> None:
     """The main process's files after an epoch: last/ first, then best/ (if killed in between,
     :func:`resume` rewrites best/ from last/), then log.csv."""
     logger.info("epoch %d/%d lr %.5f train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% balanced %.2f%% | "
@@ -478,7 +469,7 @@ def save_epoch(run: Run, state: TrainingState, row: dict, out_dir: Path, best_co
     _write_log(out_dir / "log.csv", state.history)
 
 
-def train_epochs(run: Run, state: TrainingState, out_dir: Path, best_config: dict, tracker: Tracker, *,
+def train_epochs(run: Run, state: ClassifierState, out_dir: Path, best_config: dict, tracker: Tracker, *,
                  elapsed_before: float, t_start: float, stop_after_epoch: int | None) -> tuple[int, float] | None:
     """Epochs state.epoch + 1 .. epochs: (images one process trained on in the last epoch, training images per
     second of this call), or None when stopped after ``stop_after_epoch``."""
@@ -505,7 +496,7 @@ def train_epochs(run: Run, state: TrainingState, out_dir: Path, best_config: dic
     return seen, images_trained / max(time.time() - t_train, 1e-9)
 
 
-def test_run(run: Run, state: TrainingState, out_dir: Path, class_names: list[str] | None, *, seen: int,
+def test_run(run: Run, state: ClassifierState, out_dir: Path, class_names: list[str] | None, *, seen: int,
              wall_time_s: float) -> dict:
     """metrics.json's content: the test set evaluated once, with the weights of the epoch chosen on
     validation (best/), and the run's counts, times and hyperparameters."""
@@ -533,7 +524,7 @@ def _log_start(run: Run, params: dict, arch: str, start_epoch: int) -> None:
                 params["epochs"], params["augment"], params.get("augment_at", "crop"))
 
 
-def _finish(metrics: dict, state: TrainingState, out_dir: Path, tracker: Tracker, train_rate: float) -> None:
+def _finish(metrics: dict, state: ClassifierState, out_dir: Path, tracker: Tracker, train_rate: float) -> None:
     """The main process: metrics.json (the run's one finished mark), the test scalars, the closing log line."""
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     tracker.scalars({"test/top1": metrics["top1"], "test/balanced": metrics["balanced"]}, state.best_epoch)
@@ -585,7 +576,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     if main:
         (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
         write_parquet(run.data.rows, out_dir / "train_set.parquet")
-    fresh = TrainingState(_fingerprint(params, run.data.rows, run.data.val), params, world)
+    fresh = ClassifierState(_fingerprint(params, run.data.rows, run.data.val), params, world)
     state = resume(out_dir, fresh, run.bare, run.optimizer, run.scheduler, best_config)
     start_epoch, elapsed_before = state.epoch + 1, state.wall_time_s
     if main:

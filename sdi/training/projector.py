@@ -13,7 +13,7 @@ One readable loop in the style of torchvision's reference ``train.py``:
   (:mod:`sdi.training.distributed`; the workflow starts one process per visible GPU) the projector is
   wrapped in DistributedDataParallel, each process with its own noise stream and its share of
   every epoch's images; rank 0 writes the files;
-- checkpoints ``out_dir/checkpoint-epoch{N}/`` (:class:`TrainingState`: the projector's
+- checkpoints ``out_dir/checkpoint-epoch{N}/`` (:class:`ProjectorState`: the projector's
   ``save_pretrained`` folder, ``optimizer.safetensors``, ``state.json``, the loss rows so far)
   are written atomically; a restart resumes from the newest one. The random streams of an
   epoch are derived from (seed, epoch, process), so a resumed run draws exactly what an
@@ -157,13 +157,8 @@ def projector_loss(projector: torch.nn.Module, frozen: FrozenModels, pixels: tor
     return F.mse_loss(pred.float(), target.float())
 
 
-def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A 32-bit seed for one random stream of one epoch, derived from the run seed."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
-
-
-def find_checkpoint(out_dir: str | Path, max_epoch: int | None = None) -> Path | None:
-    """The newest complete ``checkpoint-epoch{N}`` in out_dir (N <= max_epoch), or None."""
+def find_checkpoints(out_dir: str | Path, max_epoch: int | None = None) -> list[Path]:
+    """The complete ``checkpoint-epoch{N}`` folders in out_dir (N <= max_epoch), newest first."""
     found = []
     for path in Path(out_dir).glob(f"{CHECKPOINT_PREFIX}*"):
         match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", path.name)
@@ -175,7 +170,7 @@ def find_checkpoint(out_dir: str | Path, max_epoch: int | None = None) -> Path |
         epoch = int(match.group(1))
         if max_epoch is None or epoch <= max_epoch:
             found.append((epoch, path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 def write_loss_csv(rows: list[dict], path: str | Path) -> None:
@@ -207,7 +202,7 @@ def _fingerprint(manifest: pd.DataFrame) -> str:
 
 
 @dataclass
-class TrainingState:
+class ProjectorState:
     """Where a run stands after ``epoch``: saved with the projector as ``checkpoint-epoch{N}/``
     (``save_pretrained``, ``optimizer.safetensors``, ``state.json`` with these fields, the
     optimizer's other state and the random streams, and ``loss.csv``: every step so far).
@@ -227,26 +222,18 @@ class TrainingState:
             write_loss_csv(self.loss_rows, tmp / LOSS_FILE)
 
     @classmethod
-    def load(cls, folder: Path, optimizer: torch.optim.Optimizer) -> TrainingState:
+    def load(cls, folder: Path, optimizer: torch.optim.Optimizer) -> ProjectorState:
         state = checkpoints.load_state(folder, optimizer)
         return cls(loss_rows=pd.read_csv(folder / LOSS_FILE).to_dict("records"), **state)
 
 
 def resume(out_dir: Path, settings: dict, epochs: int) -> Path | None:
-    """The checkpoint to resume from (the newest of ``out_dir`` up to ``epochs``), or None.
-
-    A checkpoint trained with other ``settings`` is an error naming the settings that differ.
-    """
-    checkpoint = find_checkpoint(out_dir, max_epoch=epochs)
-    if checkpoint is None:
-        return None
-    saved = checkpoints.read_state(checkpoint)["settings"]
-    changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
-    if changed:
-        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-        raise ValueError(f"{checkpoint}: was trained with other settings ({detail}); use another out_dir "
-                         f"or delete {out_dir} to start over")
-    return checkpoint
+    """The checkpoint to resume from: the newest of ``out_dir`` up to ``epochs`` that was trained with these
+    ``settings`` (:func:`sdi.training.checkpoints.resumable`: others are left out with a warning), or None."""
+    for checkpoint in find_checkpoints(out_dir, max_epoch=epochs):
+        if checkpoints.resumable(checkpoint, "settings", settings, warn=distributed.is_main_process()):
+            return checkpoint
+    return None
 
 
 def build_loader(dataset: ProjectorTrainingDataset, batch_size: int, seed: int, generator: torch.Generator,
@@ -262,7 +249,7 @@ def build_loader(dataset: ProjectorTrainingDataset, batch_size: int, seed: int, 
 
 
 def train_one_epoch(projector: torch.nn.Module, frozen: FrozenModels, loader: DataLoader,
-                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: TrainingState, *,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: ProjectorState, *,
                     drop_prob: float, generator: torch.Generator, autocast_dtype: torch.dtype | None,
                     tracker: Tracker, progress: tqdm) -> int:
     """One pass over ``loader``; appends each step's loss (mean over the processes) to ``state``.
@@ -358,24 +345,24 @@ def setup_run(paths: list[str], settings: dict, checkpoint: Path | None, *, sd_p
                         None if mixed_precision == "no" else MIXED_PRECISION[mixed_precision], settings["drop_prob"])
 
 
-def _start_state(checkpoint: Path | None, settings: dict, optimizer: torch.optim.Optimizer) -> TrainingState:
+def _start_state(checkpoint: Path | None, settings: dict, optimizer: torch.optim.Optimizer) -> ProjectorState:
     """A fresh state, or the checkpoint's: its optimizer state loaded, its random streams restored."""
     if checkpoint is None:
-        return TrainingState(settings)
-    state = TrainingState.load(checkpoint, optimizer)
+        return ProjectorState(settings)
+    state = ProjectorState.load(checkpoint, optimizer)
     checkpoints.set_rng_state(state.rng)
     if distributed.is_main_process():
         logger.info("resuming from %s (epoch %d, step %d)", checkpoint, state.epoch, state.global_step)
     return state
 
 
-def run_epoch(run: ProjectorRun, state: TrainingState, epoch: int, tracker: Tracker,
+def run_epoch(run: ProjectorRun, state: ProjectorState, epoch: int, tracker: Tracker,
               progress: tqdm) -> tuple[int, float]:
     """Train one epoch: (images this process saw, the epoch's mean loss). Every random stream restarts
     from (seed, epoch), so resuming draws what a full run draws."""
     seed, world = state.settings["seed"], distributed.world_size()
-    run.data_generator.manual_seed(epoch_seed(seed, epoch))
-    run.noise_generator.manual_seed(epoch_seed(seed, epoch, 1 + distributed.rank()))
+    run.data_generator.manual_seed(checkpoints.epoch_seed(seed, epoch, 0))
+    run.noise_generator.manual_seed(checkpoints.epoch_seed(seed, epoch, 1 + distributed.rank()))
     if world > 1:
         run.loader.sampler.set_epoch(epoch)
     first_step = len(state.loss_rows)
@@ -390,7 +377,7 @@ def run_epoch(run: ProjectorRun, state: TrainingState, epoch: int, tracker: Trac
     return seen, epoch_loss
 
 
-def train_epochs(run: ProjectorRun, state: TrainingState, epochs: int, *, out_dir: Path, loss_csv: Path,
+def train_epochs(run: ProjectorRun, state: ProjectorState, epochs: int, *, out_dir: Path, loss_csv: Path,
                  checkpoint_every: int, tracker: Tracker) -> tuple[float, float]:
     """Epochs state.epoch + 1 .. epochs, the main process writing loss.csv after each and a checkpoint every
     ``checkpoint_every`` (and after the last): (images per second of this call, the last epoch's mean loss)."""

@@ -16,12 +16,12 @@ from PIL import Image
 
 from sdi.io.images import IMAGE_SUFFIXES, is_image_name, load_rgb
 from sdi.io.lazy import lazy_import
+from sdi.io.schemas import MANIFEST_COLUMNS
 
 np = lazy_import("numpy")  # loaded on first use: planning imports this module
 pd = lazy_import("pandas")
 
 
-MANIFEST_COLUMNS = ["image_id", "path", "label", "class_name"]
 SUBSETS = ("train", "val", "test")
 SHOWN = 20  # problems listed in one error message before "... and N more"
 

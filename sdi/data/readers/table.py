@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from sdi.data.readers.base import (
-    MANIFEST_COLUMNS,
     SUBSETS,
     DatasetError,
     _finish,
@@ -16,6 +15,7 @@ from sdi.data.readers.base import (
 )
 from sdi.io.fingerprints import Listing, stat_files
 from sdi.io.lazy import lazy_import
+from sdi.io.schemas import MANIFEST_COLUMNS
 
 pd = lazy_import("pandas")
 
