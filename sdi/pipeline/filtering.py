@@ -35,6 +35,7 @@ from sdi.io.images import load_rgb
 from sdi.io.schemas import FILTER_INPUT_COLUMNS, require_columns
 from sdi.models.devices import resolve_device, resolve_dtype
 from sdi.models.loaders import ClipEmbedder, load_filter_clip
+from sdi.pipeline.training_set import keep_counts
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def select_top(table: pd.DataFrame, keep_ratio: float) -> pd.Series:
     Ties in ``score`` are broken by ``sample_id`` (ascending) when that column exists, else by
     row order; NaN scores rank last.
     """
-    return rank_within_class(table) <= _keep_counts(table, keep_ratio)
+    return rank_within_class(table) <= keep_counts(table["label"], keep_ratio, "filter.keep_ratio", FilterError)
 
 
 def rank_within_class(table: pd.DataFrame) -> pd.Series:
@@ -160,14 +161,6 @@ def rank_within_class(table: pd.DataFrame) -> pd.Series:
                               na_position="last", kind="stable")
     rank = order.groupby("label", sort=False).cumcount() + 1
     return rank.reindex(table.index).astype("int64")
-
-
-def _keep_counts(table: pd.DataFrame, keep_ratio: float) -> pd.Series:
-    if not 0.0 <= keep_ratio <= 1.0:
-        raise FilterError(f"filter.keep_ratio: {keep_ratio} must be in [0, 1]")
-    n = table.groupby("label")["label"].transform("size")
-    # int() truncates, as in the reference: 0.333 x 3 keeps 0, 0.667 x 3 keeps 2.
-    return n.map(lambda n_c: int(n_c * keep_ratio))
 
 
 def kept_counts(scored: pd.DataFrame) -> pd.DataFrame:
@@ -255,8 +248,7 @@ def filter_generated(
     """
     t_start = time.monotonic()
     check_manifest(manifest)
-    if not 0.0 <= keep_ratio <= 1.0:
-        raise FilterError(f"filter.keep_ratio: {keep_ratio} must be in [0, 1]")
+    keep_counts(manifest["label"], keep_ratio, "filter.keep_ratio", FilterError)  # checked before scoring
     scored = manifest.sort_values(["label", "sample_id"], kind="stable").reset_index(drop=True)
     scored["score"] = clip_scores(scored, clip_path, batch_size=batch_size, device=device, dtype=dtype,
                                   num_workers=num_workers, score=score, filter_clip=filter_clip)

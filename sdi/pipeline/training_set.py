@@ -46,16 +46,25 @@ def _rows(table: pd.DataFrame, source: str, variant: str | None) -> pd.DataFrame
     return out
 
 
+def keep_counts(labels: pd.Series, keep_ratio: float, key: str = "keep_ratio", error: type[Exception] = ValueError
+                ) -> pd.Series:
+    """The one selection rule of the filter and of the keep-ratio ablation: per row, how many of its class are
+    kept, ``int(n_c x keep_ratio)`` (truncated, as in the reference: 0.333 x 3 keeps 0, 0.667 x 3 keeps 2).
+    ``keep_ratio`` in [0, 1] (0 keeps nothing; config/schema.yaml asks for more than 0); ``key`` names it in
+    the error."""
+    if not 0.0 <= keep_ratio <= 1.0:
+        raise error(f"{key}: {keep_ratio} must be in [0, 1]")
+    n = labels.groupby(labels).transform("size")
+    return n.map(lambda n_c: int(n_c * keep_ratio))
+
+
 def select_kept(pool: pd.DataFrame, keep_ratio: float | None = None) -> pd.DataFrame:
     """Rows of a filter manifest that are kept: its ``kept`` column, or with ``keep_ratio`` the
     top ``int(n_c x keep_ratio)`` of each class by the filter's ``rank`` (1 = best), which is the
     filter's own selection at another ratio (the keep-ratio ablation re-selects, it does not regenerate)."""
     if keep_ratio is None:
         return pool[pool["kept"].astype(bool)]
-    if not 0.0 < keep_ratio <= 1.0:
-        raise ValueError(f"keep_ratio {keep_ratio} must lie in (0, 1]")
-    n_c = pool.groupby("label")["label"].transform("size")
-    return pool[pool["rank"] <= (n_c * keep_ratio).astype(int)]
+    return pool[pool["rank"] <= keep_counts(pool["label"], keep_ratio, "experiments.methods.<name>.keep_ratio")]
 
 
 def synthetic_pool(generated: pd.DataFrame, pool: str, keep_ratio: float | None = None,
