@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdi.data.readers import imagefolder, medmnist, table
-from sdi.data.readers.base import RELEASES, DatasetError, _sibling_key, release_root
+from sdi.data.readers.base import RELEASES, DatasetError, _sibling_key, release_root, require_root
 from sdi.data.readers.caltech101 import read_caltech101
 from sdi.data.readers.cub import read_cub
 from sdi.data.readers.dtd import read_dtd
@@ -29,9 +29,7 @@ pd = lazy_import("pandas")
 
 def folder_listing(fmt: str, root: Path, key: str, options: dict) -> Listing:
     """Every file below the dataset folder (CUB's layout)."""
-    if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; set it to the dataset folder ({fmt} layout)")
-    return list_files(root)
+    return list_files(require_root(root, key, f"the dataset folder ({fmt} layout)"))
 
 
 def release_listing(fmt: str, root: Path, key: str, options: dict) -> Listing:

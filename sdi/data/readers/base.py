@@ -138,14 +138,21 @@ RELEASES = {
 }
 
 
+def require_root(root: str | Path, key: str, set_to: str) -> Path:
+    """``root`` as a Path if it is a folder, else a DatasetError: "<key>: folder <root> does not exist; set it to
+    <set_to>". The one check of a dataset folder's existence in the readers (planning makes it once more,
+    for every enabled dataset at once: sdi.config.validation.path_errors)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{key}: folder {root} does not exist; set it to {set_to}")
+    return root
+
+
 def release_root(fmt: str, root: str | Path, key: str = "datasets.<name>.root") -> Path:
     """The folder holding the release's own files: root itself, or the release's folder
     inside torchvision's download root (e.g. ``root/flowers-102``)."""
     release = RELEASES[fmt]
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; set it to the {release.title} folder "
-                           f"(it holds {release.holds})")
+    root = require_root(root, key, f"the {release.title} folder (it holds {release.holds})")
     for sub in ("", *release.download_dirs):
         if (root / sub / release.marker).exists():
             return root / sub

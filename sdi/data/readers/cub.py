@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdi.data.readers.base import DatasetError, _finish, _lines, _require_images, class_name_from_folder
+from sdi.data.readers.base import DatasetError, _finish, _lines, _require_images, class_name_from_folder, require_root
 from sdi.io.lazy import lazy_import
 
 pd = lazy_import("pandas")
@@ -34,9 +34,7 @@ def _read_id_table(path: Path, key: str) -> dict[str, str]:
 
 def read_cub(root: str | Path, key: str = "datasets.<name>.root") -> pd.DataFrame:
     """Read the official CUB_200_2011 layout (ids and labels are 1-based there)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; set it to the CUB_200_2011 folder")
+    root = require_root(root, key, "the CUB_200_2011 folder")
     images, classes, labels, split = (_read_id_table(root / name, key) for name in CUB_FILES)
     problems = []
     for image_id in sorted(set(images) ^ set(labels), key=str):

@@ -12,6 +12,7 @@ from sdi.data.readers.base import (
     class_name_from_folder,
     image_files,
     read_class_names,
+    require_root,
 )
 from sdi.io.fingerprints import Listing, list_files, stat_files
 from sdi.io.lazy import lazy_import
@@ -28,10 +29,7 @@ def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root", train_
     files are skipped and counted in ``table.attrs["skipped"]`` ({kind: count}).
     class_names: a file mapping folder names to prompt names (relative to root unless
     absolute); without it names come from the folder names."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; "
-                           f"set it to a folder with {train_dir}/<class>/ and {test_dir}/<class>/")
+    root = require_root(root, key, f"a folder with {train_dir}/<class>/ and {test_dir}/<class>/")
     for part, name in ((train_dir, "train_dir"), (test_dir, "test_dir")):
         if not (root / part).is_dir():
             raise DatasetError(f"{key}: {root / part} does not exist; an ImageFolder dataset needs "
@@ -70,8 +68,7 @@ def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root", train_
 
 def listing(fmt: str, root: Path, key: str, options: dict) -> Listing:
     """The train and test folders (and the class-name file when one is set)."""
-    if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; set it to the dataset folder ({fmt} layout)")
+    require_root(root, key, f"the dataset folder ({fmt} layout)")
     found = Listing()
     for part in (options.get("train_dir", "train"), options.get("test_dir", "test")):
         if (root / part).is_dir():

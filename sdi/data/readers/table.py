@@ -12,6 +12,7 @@ from sdi.data.readers.base import (
     _listing,
     _require_images,
     _sibling_key,
+    require_root,
 )
 from sdi.io.fingerprints import Listing, stat_files
 from sdi.io.lazy import lazy_import
@@ -80,10 +81,7 @@ def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict 
     absolute); image paths in the lists are relative to root. Columns (``columns``, defaults
     path / label / class_name): a path and a label or a class name or both. Without labels,
     labels follow the sorted class names; without class names, a label's text is its name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; set it to the folder the image paths "
-                           "of the file lists are relative to")
+    root = require_root(root, key, "the folder the image paths of the file lists are relative to")
     columns_key = _sibling_key(key, "columns")
     named = {k: v for k, v in (columns or {}).items() if v}
     cols = {**TABLE_COLUMNS, **named}
@@ -154,7 +152,6 @@ def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict 
 
 def listing(fmt: str, root: Path, key: str, options: dict) -> Listing:
     """The table files and every image path they list (not the whole folder)."""
-    if not root.is_dir():
-        raise DatasetError(f"{key}: folder {root} does not exist; set it to the dataset folder ({fmt} layout)")
+    require_root(root, key, f"the dataset folder ({fmt} layout)")
     lists = [str(options["files"][s]) for s in _table_files(root, options.get("files") or {}, key)]
     return stat_files([*lists, *table_paths(root, key, options.get("files"), options.get("columns"))], base=root)
