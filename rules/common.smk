@@ -4,6 +4,7 @@ import re
 from sdi.config.experiments import TRAINING_SET_KEYS, run_snapshot
 from sdi.config.validation import (
     TINY_MODELS,
+    dataset_key,
     enabled_datasets,
     variant_settings,
     without_execution,
@@ -31,7 +32,7 @@ def dataset_entry(wildcards):
     entry = config["datasets"][wildcards.dataset]
     if not entry.get("root"):
         raise WorkflowError(
-            f"config.datasets.{wildcards.dataset}.root is null: set it to the dataset folder "
+            f"{dataset_key(wildcards.dataset)} is null: set it to the dataset folder "
             f"to build results/{wildcards.dataset}/"
         )
     return entry
@@ -77,7 +78,7 @@ def medmnist_npz(wildcards):
             entry["root"],
             entry["flag"],
             entry["size"],
-            f"config.datasets.{wildcards.dataset}.root",
+            dataset_key(wildcards.dataset),
         )
     except DatasetError as exc:
         raise WorkflowError(str(exc)) from None

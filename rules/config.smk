@@ -5,7 +5,7 @@ import sdi  # sets the Hugging Face libraries offline before anything imports th
 
 from sdi.config.experiments import methods
 from sdi.config.planning import ConfigError, check_config, device_problem
-from sdi.config.validation import mini_world_paths, model_paths
+from sdi.config.validation import dataset_key, mini_world_paths, model_paths
 from sdi.data.readers import dataset_listing
 from sdi.data.readers.base import DatasetError
 from sdi.io.fingerprints import ListingError, list_files, write_listing
@@ -75,7 +75,7 @@ def write_listings():
             or entry["format"] == "medmnist"
         ):
             continue
-        key = f"config.datasets.{name}.root"
+        key = dataset_key(name)
         try:
             write_listing(
                 dataset_listing_path(name),

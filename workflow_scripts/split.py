@@ -1,3 +1,4 @@
+from sdi.config.validation import dataset_key
 from sdi.data.readers import read_dataset
 from sdi.data.readers.base import check_images, skipped_text
 from sdi.data.split import make_split
@@ -6,7 +7,7 @@ from sdi.io.jobs import logged
 
 with logged(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output
-    key = f"config.datasets.{snakemake.wildcards.dataset}.root"
+    key = dataset_key(snakemake.wildcards.dataset)
     table = read_dataset(p.format, p.root, key, options=p.options, seed=p.seed)
     log.info("%s: %s", p.root, table.groupby("subset").size().to_dict())
     if table.attrs.get("skipped"):

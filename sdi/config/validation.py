@@ -109,6 +109,11 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     return [_describe(e) for e in errors]
 
 
+def dataset_key(name: str, field: str = "root") -> str:
+    """The config key of a dataset entry's field, as messages name it: ``config.datasets.<name>.<field>``."""
+    return f"config.datasets.{name}.{field}"
+
+
 def enabled_datasets(config: dict) -> list[str]:
     """Datasets that `all` builds: those with a root (builtin ones always have one)."""
     return [name for name, entry in config["datasets"].items() if entry.get("root")]
@@ -164,7 +169,7 @@ def path_errors(config: dict) -> list[str]:
     for name, entry in config["datasets"].items():
         root = entry.get("root")
         if root and not entry.get("builtin") and not Path(root).is_dir():
-            problems.append(f"config.datasets.{name}.root: folder {root} does not exist; set it to the "
+            problems.append(f"{dataset_key(name)}: folder {root} does not exist; set it to the "
                             f"dataset folder ({entry.get('format')} layout) or to null to leave it out")
     models = config["models"]
     if models.get("mini"):
