@@ -22,6 +22,16 @@ from helpers import SMALL, copy_workflow, edit_config, run_snakemake  # noqa: E4
 SHARED_DEMO_FILES = ("test_export.py", "test_workflow_demo.py")
 
 
+# The files that take longest, started first so that no worker is left with one at the end (the science
+# test's run takes about a third of make test); the other files keep their order.
+LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_fullsize.py", "test_resume.py", "test_slurm.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
+
 def pytest_xdist_make_scheduler(config, log):
     """``make test`` runs two pytest-xdist workers. Each test file runs whole on one worker (its module
     fixtures, such as a workflow run, are made once), and the files of the shared finished demo run

@@ -356,7 +356,7 @@ def _start_state(checkpoint: Path | None, settings: dict, optimizer: torch.optim
     return state
 
 
-def run_epoch(run: ProjectorRun, state: ProjectorState, epoch: int, tracker: Tracker,
+def run_epoch(run: ProjectorRun, state: ProjectorState, epoch: int, epochs: int, tracker: Tracker,
               progress: tqdm) -> tuple[int, float]:
     """Train one epoch: (images this process saw, the epoch's mean loss). Every random stream restarts
     from (seed, epoch), so resuming draws what a full run draws."""
@@ -371,7 +371,7 @@ def run_epoch(run: ProjectorRun, state: ProjectorState, epoch: int, tracker: Tra
                            tracker=tracker, progress=progress)
     state.epoch = epoch
     if world > 1:
-        logger.info("epoch %d: %d images on this process", epoch, seen)
+        logger.info("epoch %d/%d: %d images on this process", epoch, epochs, seen)
     epoch_loss = float(np.mean([row["loss"] for row in state.loss_rows[first_step:]]))
     tracker.scalars({"epoch_loss": epoch_loss}, state.global_step)
     return seen, epoch_loss
@@ -386,7 +386,7 @@ def train_epochs(run: ProjectorRun, state: ProjectorState, epochs: int, *, out_d
                     disable=not main, mininterval=2)
     t_train, images_trained, epoch_loss = time.monotonic(), 0, float("nan")
     for epoch in range(state.epoch + 1, epochs + 1):
-        seen, epoch_loss = run_epoch(run, state, epoch, tracker, progress)
+        seen, epoch_loss = run_epoch(run, state, epoch, epochs, tracker, progress)
         images_trained += seen * world
         if main:
             logger.info("epoch %d/%d: mean loss %.5f", epoch, epochs, epoch_loss)
