@@ -22,9 +22,9 @@ from helpers import SMALL, copy_workflow, edit_config, run_snakemake  # noqa: E4
 SHARED_DEMO_FILES = ("test_export.py", "test_workflow_demo.py")
 
 
-# The files that take longest, started first so that no worker is left with one at the end (the science
-# test's run takes about a third of make test); the other files keep their order.
-LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_fullsize.py", "test_resume.py", "test_slurm.py")
+# The files that take longest, started first so that no worker is left with one at the end; the other
+# files keep their order. (make test runs the science test before, alone.)
+LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_slurm.py", "test_resume.py", "test_fullsize.py")
 
 
 def pytest_collection_modifyitems(items):
