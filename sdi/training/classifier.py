@@ -434,10 +434,10 @@ def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthe
                nn.CrossEntropyLoss(), optimizer, scheduler, device, amp)
 
 
-def run_epoch(run: Run, state: ClassifierState, epoch: int, seed: int, num_classes: int) -> tuple[dict, int]:
+def run_epoch(run: Run, state: ClassifierState, epoch: int) -> tuple[dict, int]:
     """Train one epoch and validate: (the epoch's log row, images this process trained on); ``state``
-    takes the row, the best epoch so far, the random streams of every process and the wall time."""
-    epochs, world = run.scheduler.T_max, distributed.world_size()
+    takes the row, the best epoch so far and the random streams of every process."""
+    epochs, world, seed = state.params["epochs"], distributed.world_size(), state.params["seed"]
     run.generator.manual_seed(checkpoints.epoch_seed(seed, epoch, bits=64) ^ distributed.rank())
     if world > 1:
         run.train_loader.sampler.set_epoch(epoch)
@@ -447,7 +447,7 @@ def run_epoch(run: Run, state: ClassifierState, epoch: int, seed: int, num_class
     run.scheduler.step()
     val_loss, y_true, y_pred = evaluate_all(run.bare, run.data.val, run.criterion, run.device,
                                             f"epoch {epoch}/{epochs} val", run.amp, **run.eval_kw)
-    val = classification_metrics(y_true, y_pred, num_classes)
+    val = classification_metrics(y_true, y_pred, state.params["num_classes"])
     row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_top1": train_top1,
            "val_loss": val_loss, "val_top1": val["top1"], "val_balanced": val["balanced"]}
     state.epoch, state.history = epoch, [*state.history, row]
@@ -473,11 +473,11 @@ def train_epochs(run: Run, state: ClassifierState, out_dir: Path, best_config: d
                  elapsed_before: float, t_start: float, stop_after_epoch: int | None) -> tuple[int, float] | None:
     """Epochs state.epoch + 1 .. epochs: (images one process trained on in the last epoch, training images per
     second of this call), or None when stopped after ``stop_after_epoch``."""
-    epochs, main, seed = state.params["epochs"], distributed.is_main_process(), state.params["seed"]
+    epochs, main = state.params["epochs"], distributed.is_main_process()
     progress = tqdm(total=epochs, initial=state.epoch, desc="classifier", unit="epoch", disable=not main)
     seen, images_trained, t_train = 0, 0, time.time()
     for epoch in range(state.epoch + 1, epochs + 1):
-        row, seen = run_epoch(run, state, epoch, seed, state.params["num_classes"])
+        row, seen = run_epoch(run, state, epoch)
         images_trained += seen
         progress.update(1)
         tracker.scalars({"train/loss": row["train_loss"], "train/top1": row["train_top1"], "val/loss": row["val_loss"],
