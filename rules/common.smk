@@ -1,7 +1,7 @@
 # Wildcard constraints and input functions (the names they use come from rules/config.smk).
 import re
 
-from sdi.config.experiments import TRAINING_SET_KEYS, run_snapshot
+from sdi.config.experiments import TRAINING_SET_KEYS, classifier_settings, run_snapshot
 from sdi.config.validation import (
     TINY_MODELS,
     dataset_key,
@@ -26,6 +26,11 @@ wildcard_constraints:
     method=_alternation(METHODS),
     seed=r"\d+",
     shard=r"\d+",
+
+
+def methods_of(*protocols):
+    """Constraint of a rule's method wildcard: the methods evaluated with one of ``protocols``."""
+    return _alternation(m for m in METHODS if METHODS[m]["protocol"] in protocols)
 
 
 def dataset_entry(wildcards):
@@ -139,8 +144,26 @@ def shard_manifests(wildcards):
 def classifier_synthetic(wildcards):
     """Synthetic images of a method: the variant's filtered set (pool kept) or its shard
     manifests (pool generated, which needs no filtering); nothing for real-only methods.
+    A fine-tuning run reads classifier.weights too.
     """
-    return method_synthetic(wildcards.dataset, METHODS[wildcards.method])
+    inputs = method_synthetic(wildcards.dataset, METHODS[wildcards.method])
+    if METHODS[wildcards.method]["protocol"] == "finetune":
+        inputs["weights"] = config["classifier"]["weights"]
+    return inputs
+
+
+def probe_inputs(wildcards):
+    """A linear probe's embeddings: the real images' and, with a variant, the filter's (which
+    stores every generated image's), plus the shard manifests for pool generated."""
+    m = METHODS[wildcards.method]
+    inputs = {
+        "split": f"results/{wildcards.dataset}/split",
+        "real_embeddings": f"results/{wildcards.dataset}/image_embeddings.parquet",
+    }
+    if m["variant"] is not None:
+        inputs.update(method_synthetic(wildcards.dataset, m))
+        inputs["filtered"] = filtered_dir(wildcards.dataset, m["variant"])
+    return inputs
 
 
 def method_synthetic(dataset, m):
@@ -157,15 +180,9 @@ def method_synthetic(dataset, m):
     return {"filtered": filtered_dir(dataset, m["variant"])}
 
 
-def classifier_settings(wildcards):
-    """config.classifier with the method's augmentation and the run's seed."""
-    m = METHODS[wildcards.method]
-    return {
-        **without_execution("classifier", config["classifier"]),
-        "augment": m["augment"],
-        "augment_at": m["augment_at"],
-        "seed": int(wildcards.seed),
-    }
+def run_settings(wildcards):
+    """What the run trains with, by its protocol (sdi.config.experiments.classifier_settings)."""
+    return classifier_settings(config, METHODS[wildcards.method], int(wildcards.seed))
 
 
 def training_set_of(method):
@@ -185,11 +202,12 @@ def run_config_snapshot(wildcards):
     )
 
 
-def classifier_runs(dataset):
-    """[(method, seed, run folder)] of a dataset, in config order."""
+def classifier_runs(dataset, protocols=None):
+    """[(method, seed, run folder)] of a dataset, in config order; only methods of ``protocols`` if given."""
     return [
         (m, s, f"results/{dataset}/classifier/{m}/seed{s}")
         for m in METHODS
+        if protocols is None or METHODS[m]["protocol"] in protocols
         for s in SEEDS
     ]
 
@@ -198,9 +216,14 @@ def stage_benchmarks(dataset, method):
     """Benchmark files of the upstream stages a method needs, named after their logs
     (logs/X.log -> benchmarks/X.tsv); the summary counts those that exist."""
     v = METHODS[method]["variant"]
+    probe = (
+        [f"benchmarks/{dataset}/image_embeddings.tsv"]
+        if METHODS[method]["protocol"] == "linear_probe"
+        else []
+    )
     if v is None:
-        return []
-    files = [f"benchmarks/{dataset}/split.tsv"]
+        return probe
+    files = [f"benchmarks/{dataset}/split.tsv", *probe]
     if variant_settings(config, v)["mode"] == "sei":
         files += [
             f"benchmarks/{dataset}/train_projector.tsv",

@@ -37,6 +37,10 @@ TEXT_VARIANTS = [
 ]
 SHARDS = list(range(config["generation"]["shards"]))
 METHODS = methods(config)
+TRAINED = (
+    "scratch",
+    "finetune",
+)  # protocols that train a network (epochs, log.csv curves)
 SEEDS = config["experiments"]["seeds"]
 
 

@@ -34,3 +34,28 @@ use rule filter as filter_default with:
         "logs/{dataset}/filter.log",
     benchmark:
         "benchmarks/{dataset}/filter.tsv"
+
+
+# The real images' CLIP embeddings (train, val, test), with the filter's CLIP, once per dataset:
+# with the filter's stored embeddings of the generated images they are all the linear probe reads.
+rule image_embeddings:
+    input:
+        unpack(lambda w: model_input("clip")),
+        split="results/{dataset}/split",
+    output:
+        "results/{dataset}/image_embeddings.parquet",
+    log:
+        "logs/{dataset}/image_embeddings.log",
+    benchmark:
+        "benchmarks/{dataset}/image_embeddings.tsv"
+    params:
+        models=MODELS,
+        filter_clip=config["models"]["filter_clip"],
+        dtype=config["generation"]["dtype"],
+    threads: job_threads("image_embeddings")
+    resources:
+        **job_resources("image_embeddings"),
+    conda:
+        "../envs/sdi.yaml"
+    script:
+        "../workflow_scripts/image_embeddings.py"

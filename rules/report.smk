@@ -106,7 +106,9 @@ rule report_filter_figures:
 
 rule training_curves:
     input:
-        logs=lambda w: [f"{r}/log.csv" for _, _, r in classifier_runs(w.dataset)],
+        logs=lambda w: [
+            f"{r}/log.csv" for _, _, r in classifier_runs(w.dataset, TRAINED)
+        ],
     output:
         report(
             "results/{dataset}/report/training_curves.png",
@@ -119,7 +121,8 @@ rule training_curves:
         "logs/{dataset}/training_curves.log",
     params:
         labels=lambda w: [
-            f"{METHODS[m]['label']} s{s}" for m, s, _ in classifier_runs(w.dataset)
+            f"{METHODS[m]['label']} s{s}"
+            for m, s, _ in classifier_runs(w.dataset, TRAINED)
         ],
     threads: job_threads("training_curves")
     resources:
@@ -154,6 +157,7 @@ rule summary:
         runs=summary_runs(),
         datasets=enabled_datasets(config),
         labels={m: e["label"] for m, e in METHODS.items()},
+        protocols={m: e["protocol"] for m, e in METHODS.items()},
         stage_benchmarks={
             m: [f for d in enabled_datasets(config) for f in stage_benchmarks(d, m)]
             for m in METHODS

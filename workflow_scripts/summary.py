@@ -3,7 +3,8 @@
 input:  metrics (every run's metrics.json).
 output: csv, md, html, png.
 params: runs ([{dataset, method, seed, metrics}]); datasets (column order); labels ({method: row label},
-        row order); stage_benchmarks ({method: [benchmark files of its upstream stages]}).
+        row order); protocols ({method: evaluation protocol}); stage_benchmarks ({method: [benchmark files
+        of its upstream stages]}).
 """
 
 from sdi.evaluation.summary import collect_runs, write_summary
@@ -13,5 +14,5 @@ with logged(snakemake.log[0]) as log:
     out, p = snakemake.output, snakemake.params
     files = {k: out[k] for k in ("csv", "md", "html", "png")}
     table = write_summary(collect_runs(p.runs), p.datasets, dict(p.labels), files,
-                          stage_benchmarks=dict(p.stage_benchmarks))
+                          stage_benchmarks=dict(p.stage_benchmarks), protocols=dict(p.protocols))
     log.info("summary of %d runs -> %s\n%s", len(p.runs), list(out), table.to_string())

@@ -1,4 +1,5 @@
-"""Rule train_classifier: ResNet50 from scratch on a method's training set (METHOD.md sections 7 and 8).
+"""Rule train_classifier: ResNet50 from scratch on a method's training set (METHOD.md sections 7 and 8), or
+with protocol finetune a torchvision model from classifier.weights (sdi.training.classifier).
 
 input:  split: folder with train.parquet, val.parquet, test.parquet (image_id, path, label, class_name);
         filtered (methods with pool kept): folder with manifest.parquet (path, label, kept, rank, ...);
@@ -7,9 +8,10 @@ output: metrics (<out_dir>/metrics.json), log_csv (<out_dir>/log.csv), run_confi
         snapshot). out_dir also receives train_set.parquet (the exact training set), best/ and the
         resumable last/ (not declared, so a killed job resumes from last/) and tensorboard/ (config.tracking,
         read at run time: changing it reruns nothing).
-params: out_dir; settings: train_classifier keywords (config.classifier with the method's augment and
-        augment_at and the run's seed); training_set: variant, pool, multiples, real_copies, keep_ratio,
-        draw_seed (sdi.pipeline.training_set.build_training_set); snapshot: every setting the run depends on
+params: out_dir; settings: train_classifier keywords (sdi.config.experiments.classifier_settings:
+        config.classifier with the method's augment and augment_at and the run's seed; finetune: protocol,
+        weights, frozen and the finetune lr and epochs); training_set: variant, pool, multiples, real_copies,
+        keep_ratio, draw_seed (sdi.pipeline.training_set.build_training_set); snapshot: every setting the run depends on
         (sdi.config.experiments.run_snapshot). device and num_workers come from the config (execution-only).
 The run is sdi.training.classifier.run_job, in this process or, with several GPUs, in one torchrun process per GPU.
 """
@@ -25,8 +27,12 @@ from sdi.io.jobs import logged
 from sdi.training import distributed
 
 execution = execution_settings(snakemake.config, "classifier")
-with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution):
+with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
     inp, p = snakemake.input, snakemake.params
+    weights = snakemake.config["classifier"].get("weights")
+    if weights and p.settings.get("protocol", "scratch") == "scratch":
+        log.info("protocol scratch: classifier.weights (%s) is ignored, the network starts from random weights "
+                 "(protocol finetune uses it)", weights)
     torch.set_num_threads(max(1, snakemake.threads))  # stay within the rule's cores
     write_run_config(p.snapshot, snakemake.output.run_config)
     job = {"split": inp.split, "filtered": inp.get("filtered"), "shards": list(inp.get("shards") or []) or None,

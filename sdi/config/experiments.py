@@ -19,6 +19,8 @@ FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.varia
 # sdi.pipeline.training_set.method_training_set (here, so that planning need not import pandas).
 TRAINING_SET_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
 SYNTHETIC_KEYS = ("multiples", "pool", "keep_ratio", "draw_seed")  # meaningful only with a variant
+PROTOCOLS = ("scratch", "finetune", "linear_probe")  # README "Choosing an evaluation protocol"
+PROTOCOL_KEYS = ("protocol", "weights", "finetune", "linear_probe")  # of config.classifier, not scratch's
 
 
 # --------------------------------------------------------------------------- the matrix
@@ -26,9 +28,9 @@ def methods(config: dict) -> dict[str, dict]:
     """Each method's resolved entry, in config order: {method: {
         "variant": name or None, "augment": str, "augment_at": 'crop' | 'raw', "label": str,
         "multiples": N or None, "pool": 'kept' | 'generated' | None, "real_copies": int,
-        "keep_ratio": float or None, "draw_seed": int}}.
+        "keep_ratio": float or None, "draw_seed": int, "protocol": str}}.
 
-    augment and augment_at default to config.classifier's, label to the method name, pool to
+    augment, augment_at and protocol default to config.classifier's, label to the method name, pool to
     'kept' for a method with a variant (None without), real_copies to 0, draw_seed to 0.
     keep_ratio (with pool 'kept') re-selects the variant's filtered images at another ratio.
     """
@@ -47,8 +49,32 @@ def methods(config: dict) -> dict[str, dict]:
             "real_copies": int(entry.get("real_copies", 0)),
             "keep_ratio": entry.get("keep_ratio"),
             "draw_seed": int(entry.get("draw_seed", 0)),
+            "protocol": entry.get("protocol", classifier.get("protocol", "scratch")),
         }
     return out
+
+
+def classifier_settings(config: dict, entry: dict, seed: int) -> dict:
+    """What a run of the resolved method ``entry`` (:func:`methods`) trains with, by its protocol; only the keys
+    that protocol reads, so that editing another protocol's keys reruns nothing.
+
+    scratch: config.classifier (less execution-only and protocol keys) with the method's augment,
+    augment_at and the seed: the keywords of :func:`sdi.training.classifier.train_classifier`, as before
+    protocols existed. finetune: the same with ``protocol``, ``weights``, ``frozen`` and the finetune
+    ``lr`` and ``epochs``. linear_probe: ``protocol``, ``seed`` and the linear_probe keys
+    (:func:`sdi.training.linear_probe.run_probe`).
+    """
+    classifier = without_execution("classifier", config["classifier"])
+    protocol = entry["protocol"]
+    if protocol == "linear_probe":
+        return {"protocol": protocol, **classifier.get("linear_probe", {}), "seed": int(seed)}
+    settings = {k: v for k, v in classifier.items() if k not in PROTOCOL_KEYS}
+    settings.update({"augment": entry["augment"], "augment_at": entry["augment_at"], "seed": int(seed)})
+    if protocol == "finetune":
+        finetune = classifier.get("finetune", {})
+        settings.update({"protocol": protocol, "weights": classifier.get("weights"), "lr": finetune["lr"],
+                         "epochs": finetune["epochs"], "frozen": list(finetune.get("frozen", []))})
+    return settings
 
 
 def experiment_errors(config: dict) -> list[str]:
@@ -84,9 +110,34 @@ def experiment_errors(config: dict) -> list[str]:
                             f"method's augment is 'none'; set {name}.augment (randaugment, cutout, gridmask) "
                             "or remove augment_at")
     classifier = config.get("classifier", {})
+    problems += protocol_errors(config, entries, resolved)
     if resolved and classifier.get("augment_at") == "raw" and all(m["augment"] == "none" for m in resolved.values()):
         problems.append("config.classifier.augment_at: 'raw' places an augmentation, but no method has one "
                         "(classifier.augment and every method's augment are 'none'); set augment or use 'crop'")
+    return problems
+
+
+def protocol_errors(config: dict, entries: dict, resolved: dict) -> list[str]:
+    """What protocols need from the config: finetune a weights file (its contents are checked by
+    :func:`sdi.config.planning.check_config`), linear_probe no augmentation of its own. (Its CLIP, the
+    filter's, is always required: :func:`sdi.config.validation.path_errors`.)"""
+    problems = []
+    classifier = config.get("classifier", {})
+    finetune = [n for n, m in resolved.items() if m["protocol"] == "finetune"]
+    if finetune and not classifier.get("weights"):
+        problems.append(f"config.classifier.weights: protocol finetune (method(s) {', '.join(finetune)}) starts from "
+                        "local pretrained weights, and none are set; set it to a torchvision state dict (.pth) or "
+                        "safetensors file of classifier.arch, or use protocol scratch")
+    for name, m in resolved.items():
+        if m["protocol"] != "linear_probe":
+            continue
+        entry = entries[name] or {}
+        for k in ("augment", "augment_at"):
+            if k in entry and entry.get("augment", "none") != "none":
+                problems.append(f"config.experiments.methods.{name}.{k}: protocol linear_probe fits fixed CLIP "
+                                f"embeddings of the images, so no augmentation applies; remove {k} or use protocol "
+                                "scratch or finetune")
+                break
     return problems
 
 
@@ -104,9 +155,7 @@ def run_snapshot(config: dict, dataset: str, method: str, seed: int, variant_set
         "method_entry": entry,
         "datasets": {dataset: config["datasets"][dataset]},
         "split": config["split"],
-        "classifier": {**without_execution("classifier", config["classifier"]), "augment": entry["augment"],
-                       "augment_at": entry["augment_at"],
-                       "seed": int(seed)},
+        "classifier": classifier_settings(config, entry, seed),
     }
     if entry["variant"] is not None:
         if entry["pool"] == "generated":  # the filter's settings do not reach this run

@@ -1,15 +1,18 @@
 """Every check the workflow makes while it plans, in one call: ``check_config``.
 
 ``rules/common.smk`` calls it once, before any rule reads the config. Each problem names its key
-and the fix; one ConfigError lists them all. Nothing here imports torch or pandas, so a dry run
-of a bad config fails in about a second. In order, each stage only when the one before passed:
+and the fix; one ConfigError lists them all. Nothing here imports torch or pandas (but for a
+classifier.weights file), so a dry run of a bad config fails in about a second. In order, each stage
+only when the one before passed:
 
 1. the schema (config/schema.yaml), then its defaults filled in, then references between keys and
    folders that must exist (:func:`sdi.config.validation.validate_config`);
 2. the experiment matrix (:func:`sdi.config.experiments.experiment_errors`) and ``tracking``
    (:func:`sdi.config.tracking.tracking_problem`: wandb set but not installed);
 3. the models against what is already built: a trained projector fixes the CLIP and SD widths
-   (:func:`sdi.models.folders.projector_fit_errors`), and ``models.filter_clip`` must be complete.
+   (:func:`sdi.models.folders.projector_fit_errors`), ``models.filter_clip`` must be complete, and
+   ``classifier.weights`` must fit ``classifier.arch`` (:func:`backbone_errors`, which imports torch,
+   only when weights are set).
 
 :func:`device_problem` (a GPU device this machine lacks) is not here: it holds only for jobs run on
 this machine, so the workflow checks it when it starts jobs, not in dry runs or on a login node.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdi.config.experiments import experiment_errors
+from sdi.config.experiments import experiment_errors, methods
 from sdi.config.tracking import tracking_problem
 from sdi.config.validation import ConfigError, device_problem, model_paths, validate_config
 from sdi.models.folders import filter_clip_errors, projector_fit_errors
@@ -40,4 +43,24 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     _raise(experiment_errors(config) + ([problem] if problem else []))
     projectors = {d: f"results/{d}/projector/final" for d in config["datasets"]}
     _raise(projector_fit_errors(model_paths(config), projectors)
-           + [f"config.{e}" for e in filter_clip_errors(config["models"]["filter_clip"])])
+           + [f"config.{e}" for e in filter_clip_errors(config["models"]["filter_clip"])]
+           + backbone_errors(config))
+
+
+def backbone_errors(config: dict) -> list[str]:
+    """``classifier.weights`` against ``classifier.arch`` (tensor names and shapes, read without loading the
+    file), and ``classifier.finetune.frozen`` against the architecture's modules, when a method fine-tunes
+    (the weights file whenever it is set). Imports torch only then."""
+    classifier = config["classifier"]
+    finetune = any(m["protocol"] == "finetune" for m in methods(config).values())
+    if not classifier.get("weights") and not finetune:
+        return []
+    from sdi.models.backbones import frozen_problems, weights_problems
+
+    arch = classifier.get("arch", "resnet50")
+    weights = classifier.get("weights")
+    problems = [f"config.classifier.weights: {p}" for p in (weights_problems(arch, weights) if weights else [])]
+    if finetune:
+        problems += [f"config.classifier.finetune.frozen: {p}"
+                     for p in frozen_problems(arch, classifier["finetune"]["frozen"])]
+    return problems

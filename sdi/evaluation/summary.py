@@ -42,6 +42,9 @@ pd = lazy_import("pandas")
 
 
 METRICS = ("top1", "balanced")
+PROTOCOL_TITLES = {"scratch": "trained from scratch (the paper's protocol)",
+                   "finetune": "fine-tuned from pretrained weights",
+                   "linear_probe": "CLIP linear probe"}
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -135,31 +138,63 @@ def _links(runs: pd.DataFrame, method: str, dataset: str, base: Path, fmt: str) 
 
 
 def write_summary(runs: pd.DataFrame, datasets: list[str], method_labels: dict[str, str], out: dict[str, str],
-                  *, stage_benchmarks: dict[str, list[str]] | None = None, metric: str = "top1") -> pd.DataFrame:
+                  *, stage_benchmarks: dict[str, list[str]] | None = None, metric: str = "top1",
+                  protocols: dict[str, str] | None = None) -> pd.DataFrame:
     """Write out["csv"], out["md"], out["html"], out["png"] (see the module docstring); returns the csv table.
 
     runs: :func:`collect_runs`; datasets and method_labels ({method: row label}) give the order.
     stage_benchmarks: {method: [benchmark files of the upstream stages it needs]} (missing ones skipped).
+    protocols: {method: evaluation protocol} (default: scratch for all). Rows of different protocols are
+    never ranked against each other: the markdown and HTML show one table per protocol, in order of
+    first appearance, and the csv has a ``protocol`` column.
     """
     names = list(method_labels)
+    protocols = {m: (protocols or {}).get(m, "scratch") for m in names}
+    groups = {p: [m for m in names if protocols[m] == p] for p in dict.fromkeys(protocols.values())}
     table = summary_table(runs, datasets, names, metric)
     cost = method_cost(runs, stage_benchmarks or {}).reindex(names)
     csv = table.copy()
     csv.insert(0, "label", [method_labels[m] for m in names])
+    csv.insert(1, "protocol", [protocols[m] for m in names])
     for col in ("device_hours", "classifier_hours", "stage_hours", "devices"):
         csv[col] = cost[col]
     csv["metric"] = metric
     atomic_write(out["csv"], lambda tmp: csv.reset_index().to_csv(tmp, index=False, float_format="%.4f"))
 
     columns = [*datasets, "average"]
-    place = {c: ranks(table[c]) for c in columns}
+    place = {c: pd.concat([ranks(table.loc[g, c]) for g in groups.values()]) for c in columns}
     base = Path(out["md"]).parent
     seeds = sorted(runs.seed.unique().tolist())
-    header = f"Test {metric} accuracy (%), mean ± std over seeds {seeds}; **best**, <u>second best</u> per column."
-    md = [header, "", "| method | " + " | ".join(columns) + " | device-hours |",
-          "|---|" + "---:|" * (len(columns) + 1)]
-    html_rows = []
-    for m in names:
+    header = (f"Test {metric} accuracy (%), mean ± std over seeds {seeds}; **best**, <u>second best</u> per column"
+              + (" within each protocol." if len(groups) > 1 else "."))
+    md, html_rows = [header], []
+    for protocol, members in groups.items():
+        title = f"Protocol {protocol}: {PROTOCOL_TITLES.get(protocol, protocol)}"
+        md += ["", f"### {title}", "", "| method | " + " | ".join(columns) + " | device-hours |",
+               "|---|" + "---:|" * (len(columns) + 1)]
+        html_rows.append(f"<tr><th colspan='{len(columns) + 2}' style='text-align:left'>{html.escape(title)}</th></tr>")
+        _rows(members, columns, table, place, runs, cost, method_labels, base, out, md, html_rows)
+    note = ("device-hours: wall time of the method's classifier runs (all datasets and seeds) plus the upstream "
+            "stages with a benchmark file, each counted from scratch for every method that needs it; "
+            "GPU-hours where the device is cuda.")
+    md += ["", note, ""]
+    atomic_write(out["md"], lambda tmp: tmp.write_text("\n".join(md)))
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>summary</title><style>"
+            "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
+            "td{text-align:right}</style></head><body>"
+            f"<p>{html.escape(header.split(';')[0])}; <b>best</b>, <u>second best</u> per column"
+            f"{' within each protocol' if len(groups) > 1 else ''}.</p>"
+            "<table><tr><th>method</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+            + "<th>device-hours</th></tr>" + "".join(html_rows) + f"</table><p>{html.escape(note)}</p></body></html>")
+    atomic_write(out["html"], lambda tmp: tmp.write_text(page))
+    labels = method_labels if len(groups) == 1 else {m: f"{method_labels[m]} [{protocols[m]}]" for m in names}
+    _bar_chart(table, datasets, labels, out["png"], metric)
+    return csv
+
+
+def _rows(members, columns, table, place, runs, cost, method_labels, base, out, md, html_rows) -> None:
+    """The markdown and HTML rows of ``members`` (one protocol's methods), appended to md and html_rows."""
+    for m in members:
         md_cells, html_cells = [], []
         for c in columns:
             text = _cell(table.loc[m, c], table.loc[m, f"{c}_std"])
@@ -176,20 +211,6 @@ def write_summary(runs: pd.DataFrame, datasets: list[str], method_labels: dict[s
         md.append(f"| {method_labels[m]} | " + " | ".join(md_cells) + f" | {hours} |")
         html_rows.append(f"<tr><th>{html.escape(method_labels[m])}</th>"
                          + "".join(f"<td>{c}</td>" for c in html_cells) + f"<td>{html.escape(hours)}</td></tr>")
-    note = ("device-hours: wall time of the method's classifier runs (all datasets and seeds) plus the upstream "
-            "stages with a benchmark file, each counted from scratch for every method that needs it; "
-            "GPU-hours where the device is cuda.")
-    md += ["", note, ""]
-    atomic_write(out["md"], lambda tmp: tmp.write_text("\n".join(md)))
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>summary</title><style>"
-            "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
-            "td{text-align:right}</style></head><body>"
-            f"<p>{html.escape(header.split(';')[0])}; <b>best</b>, <u>second best</u> per column.</p>"
-            "<table><tr><th>method</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-            + "<th>device-hours</th></tr>" + "".join(html_rows) + f"</table><p>{html.escape(note)}</p></body></html>")
-    atomic_write(out["html"], lambda tmp: tmp.write_text(page))
-    _bar_chart(table, datasets, method_labels, out["png"], metric)
-    return csv
 
 
 def _bar_chart(table: pd.DataFrame, datasets: list[str], labels: dict[str, str], path, metric: str) -> None:

@@ -85,6 +85,20 @@ def load_clip(clip: str | Path, *, device: str | torch.device = "cpu", dtype: to
     return model.to(device).eval().requires_grad_(False), processor, tokenizer
 
 
+_IMAGE_ENCODINGS = [0]
+
+
+def count_image_encodings(n: int) -> None:
+    """Add n images to this process's count of CLIP image encodings (every CLIP image forward pass of sdi)."""
+    _IMAGE_ENCODINGS[0] += int(n)
+
+
+def image_encodings() -> int:
+    """Images this process has passed through a CLIP image encoder so far (jobs log it: each image is
+    encoded once per stage that needs it, and the linear probe encodes none, reusing the filter's)."""
+    return _IMAGE_ENCODINGS[0]
+
+
 class ClipEmbedder:
     """Image and text embeddings of a CLIP, whatever library holds it: what the filter and the
     CLIP-space diagnostics need.
@@ -131,6 +145,7 @@ class TransformersClip(ClipEmbedder):
     @torch.inference_mode()
     def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        count_image_encodings(len(pixels))
         return self.model.get_image_features(pixel_values=pixels).pooler_output.float()
 
     @torch.inference_mode()
@@ -164,6 +179,7 @@ class OpenClip(ClipEmbedder):
 
     @torch.inference_mode()
     def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        count_image_encodings(len(pixels))
         return self.model.encode_image(pixels.to(self.device, dtype=self.dtype, non_blocking=True)).float()
 
     @torch.inference_mode()

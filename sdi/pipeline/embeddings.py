@@ -31,7 +31,7 @@ from sdi.io.artifacts import vector_array, write_parquet
 from sdi.io.images import load_rgb
 from sdi.io.schemas import MANIFEST_COLUMNS, require_columns
 from sdi.models.devices import resolve_device
-from sdi.models.loaders import load_clip_vision
+from sdi.models.loaders import count_image_encodings, load_clip_vision
 from sdi.models.projector import SemanticProjector
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def clip_image_embeddings(paths: list[str], model, processor, *, batch_size: int
     param = next(model.parameters())
     chunks = []
     for pixels in tqdm(loader, desc=desc, unit="batch", mininterval=2):
+        count_image_encodings(len(pixels))
         out = model(pixel_values=pixels.to(device=param.device, dtype=param.dtype))
         chunks.append(out.image_embeds.float().cpu())
     if not chunks:
@@ -167,3 +168,32 @@ def read_embeddings(path: str | os.PathLike, column: str = "embedding") -> tuple
     matrix = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     matrix = matrix.reshape(len(vectors), vectors.type.list_size)
     return table.to_pandas(), matrix
+
+
+def embed_split_images(split_dir: str | Path, clip_path: str | Path, out_path: str | Path, *,
+                       filter_clip: dict | None = None, batch_size: int = 32, device: str = "auto",
+                       dtype: str = "fp32", num_workers: int = 0) -> pd.DataFrame:
+    """CLIP image embeddings of every real image of a split (train, val, test), with the filter's CLIP
+    (``filter_clip``, else the CLIPModel of ``clip_path``), as the filter embeds the generated ones:
+    ``out_path`` gets ``image_id, split, path, label, image_embedding`` (float32 [D], not normalised), one row per
+    image; the linear probe (:mod:`sdi.training.linear_probe`) reads it. Each image is encoded once."""
+    from sdi.models.devices import resolve_dtype
+    from sdi.models.loaders import image_encodings, load_filter_clip
+    from sdi.pipeline.filtering import write_image_embeddings
+
+    t_start, encoded_before = time.monotonic(), image_encodings()
+    tables = []
+    for name in ("train", "val", "test"):
+        table = pd.read_parquet(Path(split_dir) / f"{name}.parquet")
+        require_columns(table, ["image_id", "path", "label"], f"{split_dir}/{name}.parquet", "rebuild the split")
+        tables.append(table[["image_id", "path", "label"]].astype({"image_id": str, "path": str}).assign(split=name))
+    rows = pd.concat(tables, ignore_index=True)[["image_id", "split", "path", "label"]]
+    dev = resolve_device(device)
+    clip = load_filter_clip(clip_path, filter_clip, device=dev, dtype=resolve_dtype(dtype, dev))
+    matrix = embed_image_files(rows.path.tolist(), clip, batch_size=batch_size, num_workers=num_workers,
+                               desc=f"CLIP real images ({clip.name})")
+    write_image_embeddings(rows, matrix, out_path)
+    logger.info("%d real images (%s) embedded with %s in %.1f s: %d CLIP image encodings -> %s", len(rows),
+                ", ".join(f"{n} {s}" for s, n in rows.split.value_counts(sort=False).items()), clip.name,
+                time.monotonic() - t_start, image_encodings() - encoded_before, out_path)
+    return rows

@@ -14,6 +14,9 @@ Outputs of :func:`filter_generated` (in ``out_dir``):
 - ``counts.csv``: per class ``label, class_name, generated, kept, score_min, score_mean,
   score_max`` (scores of the kept images; empty when none is kept).
 - ``grid.png``: for a few classes, a row of the best kept and a row of the worst dropped images.
+- ``image_embeddings.parquet``: every generated image's CLIP image embedding, as the score used it
+  (``sample_id``, ``path``, ``label``, ``image_embedding``: float32 [D], not normalised), so that the
+  linear probe (:mod:`sdi.training.linear_probe`) reads them instead of encoding the images again.
 """
 
 from __future__ import annotations
@@ -34,14 +37,16 @@ from sdi.io.faults import kill_point
 from sdi.io.images import load_rgb
 from sdi.io.schemas import FILTER_INPUT_COLUMNS, require_columns
 from sdi.models.devices import resolve_device, resolve_dtype
-from sdi.models.loaders import ClipEmbedder, load_filter_clip
+from sdi.models.loaders import ClipEmbedder, image_encodings, load_filter_clip
 from sdi.pipeline.training_set import keep_counts
 
 logger = logging.getLogger(__name__)
 
 FILTER_PROMPT = "a photo of a {class_name}"
 SCORES = ("cosine", "reference")
-OUTPUT_FILES = {"manifest": "manifest.parquet", "counts": "counts.csv", "grid": "grid.png"}
+OUTPUT_FILES = {"manifest": "manifest.parquet", "counts": "counts.csv", "grid": "grid.png",
+                "embeddings": "image_embeddings.parquet"}
+EMBEDDING_COLUMN = "image_embedding"
 
 
 class FilterError(ValueError):
@@ -98,7 +103,26 @@ def clip_scores(
     score: str = "cosine",
     filter_clip: dict | None = None,
 ) -> np.ndarray:
-    """CLIP score of every image for its own class: (N,) float32 (see :func:`score_embeddings`).
+    """CLIP score of every image for its own class: (N,) float32 (see :func:`score_embeddings`);
+    :func:`clip_scores_and_embeddings` without the embeddings."""
+    return clip_scores_and_embeddings(images, clip_path, batch_size=batch_size, device=device, dtype=dtype,
+                                      num_workers=num_workers, score=score, filter_clip=filter_clip)[0]
+
+
+@torch.inference_mode()
+def clip_scores_and_embeddings(
+    images: pd.DataFrame,
+    clip_path: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    device: str = "auto",
+    dtype: str = "fp32",
+    num_workers: int = 0,
+    score: str = "cosine",
+    filter_clip: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(CLIP score of every image for its own class: (N,) float32, see :func:`score_embeddings`; the image
+    embeddings it was computed from: (N, D) float32, not normalised), each image encoded once.
 
     Args:
         images: rows with ``path`` (an image file), ``label`` and ``class_name``.
@@ -119,7 +143,7 @@ def clip_scores(
     dev = resolve_device(device)
     clip = load_filter_clip(clip_path, filter_clip, device=dev, dtype=resolve_dtype(dtype, dev))
     if len(images) == 0:
-        return np.zeros(0, np.float32)
+        return np.zeros(0, np.float32), np.zeros((0, clip.projection_dim), np.float32)
 
     classes = images[["label", "class_name"]].drop_duplicates().sort_values("label")
     if classes.label.duplicated().any():
@@ -132,12 +156,13 @@ def clip_scores(
     loader = torch.utils.data.DataLoader(_ImageFiles(images.path.astype(str).tolist(), clip.preprocessor()),
                                          batch_size=batch_size, num_workers=num_workers,
                                          pin_memory=dev.type == "cuda")
-    scores, start = [], 0
+    scores, embeddings, start = [], [], 0
     for pixels in tqdm(loader, desc="CLIP scores", unit="batch", mininterval=5):
         embeds = clip.image_embeds(pixels)
         scores.append(score_embeddings(embeds, text[text_rows[start:start + len(pixels)]], score).cpu())
+        embeddings.append(embeds.float().cpu())
         start += len(pixels)
-    return torch.cat(scores).numpy().astype(np.float32)
+    return torch.cat(scores).numpy().astype(np.float32), torch.cat(embeddings).numpy().astype(np.float32)
 
 
 def select_top(table: pd.DataFrame, keep_ratio: float) -> pd.Series:
@@ -204,6 +229,18 @@ def preview_grid(scored: pd.DataFrame, *, n_classes: int = 4, per_row: int = 6, 
     return grid
 
 
+def write_image_embeddings(rows: pd.DataFrame, embeddings: np.ndarray, path: str | os.PathLike) -> None:
+    """``rows`` with an ``image_embedding`` column of fixed-size float32 lists (one per row), atomically."""
+    import pyarrow as pa
+
+    if len(rows) != len(embeddings):
+        raise ValueError(f"{path}: {len(rows)} rows but {len(embeddings)} embeddings")
+    table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
+    flat = pa.array(np.ascontiguousarray(embeddings, np.float32).reshape(-1), type=pa.float32())
+    write_parquet(table.append_column(EMBEDDING_COLUMN, pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1])),
+                  path)
+
+
 def check_manifest(manifest: pd.DataFrame) -> None:
     """Raise FilterError unless the generation manifest has the columns, unique ids and files."""
     require_columns(manifest, FILTER_INPUT_COLUMNS, "generation manifest", "expected the generation stage's shard "
@@ -246,18 +283,20 @@ def filter_generated(
     Returns:
         The scored manifest (input columns + score, rank, kept), sorted by (label, sample_id).
     """
-    t_start = time.monotonic()
+    t_start, encoded_before = time.monotonic(), image_encodings()
     check_manifest(manifest)
     keep_counts(manifest["label"], keep_ratio, "filter.keep_ratio", FilterError)  # checked before scoring
     scored = manifest.sort_values(["label", "sample_id"], kind="stable").reset_index(drop=True)
-    scored["score"] = clip_scores(scored, clip_path, batch_size=batch_size, device=device, dtype=dtype,
-                                  num_workers=num_workers, score=score, filter_clip=filter_clip)
+    scored["score"], embeddings = clip_scores_and_embeddings(
+        scored, clip_path, batch_size=batch_size, device=device, dtype=dtype, num_workers=num_workers, score=score,
+        filter_clip=filter_clip)
     scored["rank"] = rank_within_class(scored)
     scored["kept"] = select_top(scored, keep_ratio)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(scored, out_dir / OUTPUT_FILES["manifest"])
+    write_image_embeddings(scored[["sample_id", "path", "label"]], embeddings, out_dir / OUTPUT_FILES["embeddings"])
     kill_point("filtering")  # tests: a job killed with its output folder half written
     counts = kept_counts(scored)
     atomic_write(out_dir / OUTPUT_FILES["counts"], lambda p: counts.to_csv(p, index=False))
@@ -268,7 +307,8 @@ def filter_generated(
         logger.warning("%d class(es) keep no image: int(n x keep_ratio %s) is 0 for their n generated images; "
                        "raise expansion or keep_ratio. Labels: %s", len(none_kept), keep_ratio, none_kept[:20])
     elapsed = time.monotonic() - t_start
-    logger.info("filter done: %d images scored in %.1f s (%.1f images/s), %d kept in %d classes (keep_ratio %s)",
-                len(scored), elapsed, len(scored) / max(elapsed, 1e-9), int(scored.kept.sum()),
-                scored.label.nunique(), keep_ratio)
+    logger.info("filter done: %d images scored in %.1f s (%.1f images/s), %d kept in %d classes (keep_ratio %s); "
+                "%d CLIP image encodings in this process, embeddings kept in %s", len(scored), elapsed,
+                len(scored) / max(elapsed, 1e-9), int(scored.kept.sum()), scored.label.nunique(), keep_ratio,
+                image_encodings() - encoded_before, OUTPUT_FILES["embeddings"])
     return scored

@@ -1,4 +1,6 @@
-"""Downstream classifier: ResNet50 from scratch on real (+ synthetic) images (METHOD.md sections 7 and 8).
+"""Downstream classifier: ResNet50 from scratch on real (+ synthetic) images (METHOD.md sections 7 and 8),
+or, with protocol ``finetune``, any torchvision model started from a local pretrained state dict
+(:mod:`sdi.models.backbones`). The third protocol, the CLIP linear probe, is :mod:`sdi.training.linear_probe`.
 
 The loop follows torchvision's ``references/classification/train.py``: build data, model,
 optimizer and scheduler; per epoch train, evaluate on validation, save a resumable
@@ -48,7 +50,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torchvision
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -59,6 +60,7 @@ from sdi.evaluation.metrics import classification_metrics
 from sdi.io.artifacts import atomic_dir, atomic_write, write_parquet
 from sdi.io.images import load_rgb
 from sdi.io.schemas import require_columns
+from sdi.models.backbones import build_model, freeze, load_backbone
 from sdi.pipeline import training_set
 from sdi.training import checkpoints, distributed
 from sdi.training.tracking import Tracker
@@ -167,14 +169,23 @@ def build_train_loader(dataset: ManifestDataset, batch_size: int, seed: int, gen
 
 # --------------------------------------------------------------------------- model
 ARCH = "resnet50"  # the paper's classifier
+PROTOCOLS = ("scratch", "finetune")  # trained here; linear_probe: sdi.training.linear_probe
 
 
-def build_model(num_classes: int, arch: str = ARCH) -> nn.Module:
-    """A torchvision classification model (``arch``, by name; ResNet50 by default) with random
-    weights (``weights=None``) and a ``num_classes``-way head. GoogLeNet and Inception v3 are
-    built without their auxiliary heads, so that every model returns one logits tensor."""
-    extra = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
-    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **extra)
+def make_model(num_classes: int, arch: str, protocol: str, weights: str | None, frozen: tuple[str, ...] = ()
+               ) -> nn.Module:
+    """The run's network: ``scratch``, random weights (:func:`sdi.models.backbones.build_model`);
+    ``finetune``, the backbone of the local ``weights`` file with a new ``num_classes``-way head
+    (:func:`sdi.models.backbones.load_backbone`), the ``frozen`` modules without gradients."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"classifier protocol {protocol!r}: this trainer runs {PROTOCOLS}")
+    if protocol == "scratch":
+        return build_model(num_classes, arch)
+    if not weights:
+        raise ValueError("classifier protocol finetune needs classifier.weights (a local state dict of arch)")
+    model = load_backbone(arch, num_classes, weights)
+    freeze(model, frozen)
+    return model
 
 
 def setup_distributed(model: nn.Module, device: torch.device) -> nn.Module:
@@ -383,7 +394,8 @@ class Run:
 
 def run_params(*, num_classes: int, class_names: list[str] | None, epochs: int, batch_size: int, lr: float,
                momentum: float, weight_decay: float, resize: int, crop: int, augment: str, augment_at: str,
-               arch: str, seed: int, amp: bool) -> tuple[dict, dict]:
+               arch: str, seed: int, amp: bool, protocol: str = "scratch", weights: str | None = None,
+               frozen: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """(the hyperparameters a checkpoint must agree on, the best/ folder's config.json less its epoch)."""
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"classifier class_names has {len(class_names)} entries, expected num_classes={num_classes}")
@@ -396,9 +408,24 @@ def run_params(*, num_classes: int, class_names: list[str] | None, epochs: int, 
         params["augment_at"] = augment_at
     if arch != ARCH:  # likewise
         params["arch"] = arch
+    if protocol != "scratch":  # likewise; the weights by content, so that a replaced file is a new run
+        params.update({"protocol": protocol, "weights": str(weights), "weights_sha256": _sha256(weights),
+                       "frozen": list(frozen)})
     best_config = {"arch": arch, "num_classes": num_classes, "class_names": class_names, "resize": resize,
                    "crop": crop, "mean": list(MEAN), "std": list(STD)}
+    if protocol != "scratch":
+        best_config["protocol"] = protocol
     return params, best_config
+
+
+def _sha256(path: str | os.PathLike | None) -> str | None:
+    if not path:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame | None,
@@ -420,14 +447,16 @@ def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthe
     # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
     eval_kw = {**loader_kw, "batch_size": max(1, batch_size // world), "generator": torch.Generator().manual_seed(seed)}
 
-    model = setup_distributed(build_model(params["num_classes"], arch), device)
+    model = setup_distributed(make_model(params["num_classes"], arch, params.get("protocol", "scratch"),
+                                         params.get("weights"), tuple(params.get("frozen", ()))), device)
     if world > 1:  # same initial weights (DDP broadcasts rank 0's), different augmentation streams
         if main:
             sync = sorted({type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)})
             n_sync = sum(isinstance(m, distributed.SYNC_BATCHNORM) for m in model.modules())
             logger.info("%s over %d processes, %d %s layers", type(model).__name__, world, n_sync, ", ".join(sync))
         checkpoints.seed_everything(int(np.random.SeedSequence([seed, distributed.rank(), 1]).generate_state(1)[0]))
-    optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
+    trained = [p for p in model.parameters() if p.requires_grad]  # all but finetune's frozen modules
+    optimizer = torch.optim.SGD(trained, lr=params["lr"], momentum=params["momentum"],
                                 weight_decay=params["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params["epochs"])
     return Run(data, training_set.counts(data.rows), train_loader, generator, eval_kw, model, _bare(model),
@@ -506,7 +535,8 @@ def test_run(run: Run, state: ClassifierState, out_dir: Path, class_names: list[
     _, y_true, y_pred = evaluate_all(run.bare, run.data.test, run.criterion, run.device, "test", run.amp,
                                      **run.eval_kw)
     metrics = classification_metrics(y_true, y_pred, state.params["num_classes"], class_names)
-    metrics.update({"split": "test", "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1,
+    metrics.update({"split": "test", "protocol": state.params.get("protocol", "scratch"),
+                    "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1,
                     **run.counts, "steps_per_epoch": len(run.train_loader),
                     "n_train_real": run.counts["n_real"] + run.counts["n_real_copies"],
                     "n_train_synthetic": run.counts["n_synthetic"], "n_val": len(run.data.val),
@@ -517,9 +547,14 @@ def test_run(run: Run, state: ClassifierState, out_dir: Path, class_names: list[
 
 def _log_start(run: Run, params: dict, arch: str, start_epoch: int) -> None:
     c = run.counts
-    logger.info("training %s from scratch on %s x %d process(es): %d real + %d real copies + %d synthetic train, "
+    how = "from scratch"
+    if params.get("protocol") == "finetune":
+        n_frozen = sum(not p.requires_grad for p in run.bare.parameters())
+        how = (f"from {params['weights']} (fine-tuning; {n_frozen} of {len(list(run.bare.parameters()))} "
+               f"parameter tensors frozen: {params['frozen'] or 'none'})")
+    logger.info("training %s %s on %s x %d process(es): %d real + %d real copies + %d synthetic train, "
                 "%d val, %d test images, %d classes, %d steps per epoch, epochs %d-%d, augment=%s at %s", arch,
-                run.device.type, distributed.world_size(), c["n_real"], c["n_real_copies"], c["n_synthetic"],
+                how, run.device.type, distributed.world_size(), c["n_real"], c["n_real_copies"], c["n_synthetic"],
                 len(run.data.val), len(run.data.test), params["num_classes"], len(run.train_loader), start_epoch,
                 params["epochs"], params["augment"], params.get("augment_at", "crop"))
 
@@ -541,7 +576,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                      arch: str = ARCH, seed: int = 0, device: str = "auto", num_workers: int = 2,
                      synthetic: pd.DataFrame | None = None, amp: bool = False,
                      stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
-                     run_name: str | None = None) -> dict | None:
+                     run_name: str | None = None, protocol: str = "scratch", weights: str | None = None,
+                     frozen: tuple[str, ...] | list[str] = ()) -> dict | None:
     """Train a classifier (ResNet50 by default) from scratch, choose the epoch on validation, evaluate test once.
 
     Runs in this process, or in each process of a torchrun job (:mod:`sdi.training.distributed`;
@@ -560,6 +596,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     amp: bf16 autocast on CUDA (the reference trains in fp32). stop_after_epoch: stop cleanly after it
     and return None; the same call again resumes from last/. tracking: TensorBoard / W&B
     (:class:`sdi.config.tracking.TrackingConfig`; None: nothing); run_name: W&B's (default: out_dir).
+    protocol: 'scratch' (random init, the paper's) or 'finetune': ``arch`` starts from the local state
+    dict ``weights`` with a new head (:func:`make_model`), the modules named in ``frozen`` not trained.
     """
     t_start = time.time()
     out_dir = Path(out_dir)
@@ -570,7 +608,8 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     params, best_config = run_params(num_classes=num_classes, class_names=class_names, epochs=epochs,
                                      batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                      resize=resize, crop=crop, augment=augment, augment_at=augment_at, arch=arch,
-                                     seed=seed, amp=amp)
+                                     seed=seed, amp=amp, protocol=protocol, weights=weights,
+                                     frozen=tuple(frozen))
     run = setup_run(train, val, test, synthetic, params, arch=arch, augment_at=augment_at, device=device, amp=amp,
                     num_workers=num_workers)
     if main:
