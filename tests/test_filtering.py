@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sdi.models.loaders import load_clip
+from sdi.models.loaders import load_clip, load_filter_clip
+from sdi.pipeline.embeddings import read_embeddings
 from sdi.pipeline.filtering import (
     FilterError,
+    class_text_embeds,
     clip_scores,
     filter_generated,
     rank_within_class,
@@ -119,7 +121,7 @@ def test_reference_score_through_the_filter(tiny_models, tmp_path):
     np.testing.assert_allclose(out.sort_values("sample_id").score, reference, rtol=1e-5)
 
 
-def test_filter_generated_writes_three_files_and_leaves_images_alone(tiny_models, tmp_path):
+def test_filter_generated_writes_four_files_and_leaves_images_alone(tiny_models, tmp_path):
     sizes = {0: 4, 1: 3, 2: 6}
     manifest = write_generated(tmp_path / "gen", sizes)
     before = digest(manifest.path)
@@ -128,13 +130,21 @@ def test_filter_generated_writes_three_files_and_leaves_images_alone(tiny_models
     scored = filter_generated(manifest.sample(frac=1.0, random_state=0), tiny_models["clip"], 0.5, out,
                               batch_size=4, device="cpu", grid_classes=2, grid_per_row=3)
 
-    assert sorted(p.name for p in out.iterdir()) == ["counts.csv", "grid.png", "manifest.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["counts.csv", "grid.png", "image_embeddings.parquet",
+                                                     "manifest.parquet"]
     assert digest(manifest.path) == before and sorted((tmp_path / "gen").rglob("*")) == files_before
 
     table = pd.read_parquet(out / "manifest.parquet")
     assert len(table) == 13 and table.sample_id.is_unique
     assert {"sample_id", "label", "class_name", "path", "sample_index", "score", "rank", "kept"} <= set(table.columns)
     pd.testing.assert_frame_equal(table, scored, check_dtype=False)
+    # the stored embeddings (for the linear probe) are the ones scored: they give the scores back
+    stored, embeds = read_embeddings(out / "image_embeddings.parquet", "image_embedding")
+    assert stored.path.tolist() == table.path.tolist() and stored.sample_id.tolist() == table.sample_id.tolist()
+    clip = load_filter_clip(tiny_models["clip"])
+    text = class_text_embeds(clip, ["digit 0", "digit 1", "digit 2"])  # write_generated's class names
+    np.testing.assert_allclose(score_embeddings(torch.from_numpy(embeds), text[table.label.to_numpy()]).numpy(),
+                               table.score, rtol=1e-4, atol=1e-4)
     for label, n in sizes.items():
         group = table[table.label == label]
         assert group.kept.sum() == n // 2

@@ -70,7 +70,7 @@ def test_write_summary_marks_best_links_runs_and_counts_hours(tmp_path):
         for target in pd.Series([line]).str.extractall(r"\]\(([^)]+)\)")[0]:
             assert (res / target).is_file(), target
     page = (res / "summary.html").read_text()
-    assert "<b>61.0 ± 1.4</b>" in page and page.count("<tr>") == 4
+    assert "<b>61.0 ± 1.4</b>" in page and page.count("<tr>") == 5  # header, protocol title, 3 methods
     assert (res / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -78,7 +78,8 @@ def test_matrix_config_resolves_methods_and_names_bad_references():
     config = {"variants": {"gauss-g2.0": {"sampler": "gauss"}}, "classifier": {"augment": "none"},
               "experiments": {"seeds": [0], "methods": {"real": None, "ra": {"augment": "randaugment"},
                                                         "sdi": {"variant": "gauss-g2.0", "label": "SDI"}}}}
-    defaults = {"augment_at": "crop", "multiples": None, "real_copies": 0, "keep_ratio": None, "draw_seed": 0}
+    defaults = {"augment_at": "crop", "multiples": None, "real_copies": 0, "keep_ratio": None, "draw_seed": 0,
+                "protocol": "scratch"}
     assert methods(config) == {
         "real": {"variant": None, "augment": "none", "label": "real", "pool": None, **defaults},
         "ra": {"variant": None, "augment": "randaugment", "label": "ra", "pool": None, **defaults},
@@ -100,3 +101,21 @@ def test_run_snapshot_holds_only_what_the_run_depends_on():
     assert "projector" not in real and "variant" not in real
     sdi = run_snapshot(config, "a", "sdi", 0, {"sampler": "g", "keep_ratio": 0.5})
     assert sdi["variant"] == "v" and sdi["sampler"] == {"method": "gauss"} and sdi["projector"] == {"epochs": 1}
+
+
+def test_rows_of_different_protocols_are_never_ranked_against_each_other(tmp_path):
+    runs = collect_runs(_write_runs(tmp_path))
+    res = tmp_path / "results"
+    out = {ext: str(res / f"summary.{ext}") for ext in ("csv", "md", "html", "png")}
+    write_summary(runs, ["cub", "pets"], {"real": "Real only", "text": "SD", "sdi": "SDI"}, out,
+                  protocols={"real": "scratch", "text": "linear_probe", "sdi": "scratch"})
+    csv = pd.read_csv(out["csv"]).set_index("method")
+    assert csv.protocol.to_dict() == {"real": "scratch", "text": "linear_probe", "sdi": "scratch"}
+    md = (res / "summary.md").read_text()
+    scratch, probe = md.split("### Protocol linear_probe")
+    assert "### Protocol scratch" in scratch and "| Real only |" in scratch and "| SDI |" in scratch
+    assert "| SD |" in probe and "| SDI |" not in probe
+    # within scratch, SDI is best on pets (75) and Real only second; SD (76) is alone in its own table
+    row = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "**75.0 ± 7.1**" in row["SDI"] and "<u>6.0 ± 1.4</u>" in row["Real only"]
+    assert "**76.0 ± 1.4**" in row["SD"]
