@@ -10,13 +10,14 @@ import pytest
 import torch
 import torchvision
 import yaml
-from helpers import REPO, SMALL, copy_workflow, edit_config, planned_jobs, run_snakemake
 
 from sdi.config.planning import ConfigError, check_config
 from sdi.config.validation import merged_config_files
 from sdi.models.backbones import BackboneError, head_keys, load_backbone, weights_problems
 from sdi.pipeline.filtering import write_image_embeddings
 from sdi.training.linear_probe import ProbeError, run_probe
+
+from helpers import REPO, SMALL, copy_workflow, edit_config, planned_jobs, run_snakemake
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
