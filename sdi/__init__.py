@@ -15,9 +15,12 @@ The stage functions that the workflow scripts call are the package's Python API 
 ``ImageGenerator``        a Stable Diffusion pipeline (``from_folders``: loaded once), for ``generate_shard``
 ``GenerationSettings``    what the images depend on besides samples and models (steps, guidance, ...)
 ``generate_shard``        images of a table of samples, with their provenance manifest
-``filter_generated``      CLIP scores, per-class ranks and the kept images
+``filter_generated``      CLIP scores, per-class ranks and the kept images (and their CLIP embeddings)
 ``method_training_set``   an experiment method's exact training set (real + synthetic rows)
-``train_classifier``      ResNet50 from scratch on a training set; metrics
+``train_classifier``      ResNet50 from scratch (or fine-tuned from local weights) on a training set; metrics
+``embed_split_images``    CLIP image embeddings of a split's real images, for the linear probe
+``run_probe``             the CLIP linear probe on stored embeddings; the same metrics
+``load_backbone``         a torchvision model from a local state dict, with a new head
 ``export_dataset``        a training set as an ImageFolder / Hugging Face dataset folder
 ========================  ===========================================================
 
@@ -53,6 +56,9 @@ _API = {
     "filter_generated": "sdi.pipeline.filtering",
     "method_training_set": "sdi.pipeline.training_set",
     "train_classifier": "sdi.training.classifier",
+    "embed_split_images": "sdi.pipeline.embeddings",
+    "run_probe": "sdi.training.linear_probe",
+    "load_backbone": "sdi.models.backbones",
     "export_dataset": "sdi.pipeline.export",
 }
 __all__ = ["PROMPT", "PLACEHOLDER_TOKEN", "NEGATIVE_PROMPT", *_API]

@@ -10,6 +10,7 @@ params: out_dir; models (the CLIP folder in use); options (config.diagnostics le
 from sdi.config.validation import execution_settings
 from sdi.evaluation.diagnostics import diagnose_variant
 from sdi.io.jobs import logged
+from sdi.models.loaders import image_encodings
 
 execution = execution_settings(snakemake.config, "diagnostics")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
@@ -20,4 +21,4 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=
                                num_workers=max(0, snakemake.threads - 1), k=o["k"],
                                duplicate_threshold=o["duplicate_threshold"],
                                projection_classes=o["projection_classes"], filter_clip=p.filter_clip)
-    log.info("diagnostics -> %s: %s", p.out_dir, summary)
+    log.info("diagnostics -> %s: %s; %d CLIP image encodings in this job", p.out_dir, summary, image_encodings())

@@ -12,6 +12,7 @@ import pandas as pd
 
 from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
+from sdi.models.loaders import image_encodings
 from sdi.pipeline.embeddings import extract_embeddings, write_embeddings
 
 execution = execution_settings(snakemake.config, "embeddings")
@@ -21,4 +22,4 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=
                                batch_size=execution["batch_size"], device=execution["device"],
                                num_workers=max(0, snakemake.threads - 1))
     write_embeddings(table, out[0])
-    log.info("%d embeddings -> %s", len(table), out[0])
+    log.info("%d embeddings -> %s; %d CLIP image encodings in this job", len(table), out[0], image_encodings())
