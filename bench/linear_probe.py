@@ -6,9 +6,10 @@
 Speed: CUB-sized embeddings, given as the stages store them (Parquet files of 768-d float32 vectors,
 CLIP ViT-L/14's width): 5,994 real + 35,964 synthetic training rows (SDI's CUB: expansion 12, half kept,
 x 6 real), 200 classes, 1,000 validation and 5,794 test rows, 3 regularisation strengths (C = 0.01, 0.1,
-1). The vectors are class means plus noise (synthetic rows: means shifted), so the fit works as hard
-as on real data of that size; the accuracy is not the point here. BLAS is capped at --threads (2).
-The wall time covers reading the files, standardising, the three fits and the test.
+1). The vectors are class means plus noise (synthetic rows: means shifted), mixed into correlated,
+anisotropic features (singular values 1/sqrt(k)) as CLIP embeddings are; the accuracy is not the
+point. BLAS is capped at --threads (2). The wall time covers reading the files, standardising, the
+three fits and the test.
 
 Encodings: each job of a finished workflow logs how many images it passed through a CLIP image encoder
 ("N CLIP image encodings"); the table sums them per rule. The linear probe jobs must show 0: they read
@@ -33,18 +34,26 @@ from sdi.training.linear_probe import run_probe
 N_REAL, N_SYNTHETIC, N_VAL, N_TEST, CLASSES, DIM = 5994, 35964, 1000, 5794, 200, 768
 
 
-def _rows(prefix: str, n: int, centres: np.ndarray, rng: np.random.Generator, shift: float = 0.0):
+def _mixing(rng: np.random.Generator) -> np.ndarray:
+    """A random rotation with singular values 1/sqrt(k): correlated, anisotropic features, as CLIP's
+    embeddings are (a few directions carry most of the variance), which L-BFGS needs more steps for."""
+    q, _ = np.linalg.qr(rng.normal(size=(DIM, DIM)))
+    return (q * (1.0 / np.sqrt(np.arange(1, DIM + 1)))[None, :]) @ np.linalg.qr(rng.normal(size=(DIM, DIM)))[0]
+
+
+def _rows(prefix: str, n: int, centres: np.ndarray, mixing: np.ndarray, rng: np.random.Generator,
+          shift: float = 0.0):
     labels = np.arange(n) % CLASSES
-    x = centres[labels] + shift + rng.normal(size=(n, DIM)).astype(np.float32)
+    x = (centres[labels] + shift + rng.normal(size=(n, DIM))) @ mixing
     return pd.DataFrame({"path": [f"{prefix}/{i}.jpg" for i in range(n)], "label": labels}), x.astype(np.float32)
 
 
 def speed(threads: int, c_values: list[float]) -> dict:
     rng = np.random.default_rng(0)
-    centres = (rng.normal(size=(CLASSES, DIM)) * 0.15).astype(np.float32)
-    (train, x_train), (val, x_val), (test, x_test) = (_rows(p, n, centres, rng) for p, n in
+    centres, mixing = rng.normal(size=(CLASSES, DIM)) * 0.15, _mixing(rng)
+    (train, x_train), (val, x_val), (test, x_test) = (_rows(p, n, centres, mixing, rng) for p, n in
                                                       (("train", N_REAL), ("val", N_VAL), ("test", N_TEST)))
-    gen, x_gen = _rows("gen", N_SYNTHETIC, centres, rng, shift=0.02)
+    gen, x_gen = _rows("gen", N_SYNTHETIC, centres, mixing, rng, shift=0.02)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_image_embeddings(pd.concat([train, val, test], ignore_index=True),

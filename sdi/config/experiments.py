@@ -129,15 +129,10 @@ def protocol_errors(config: dict, entries: dict, resolved: dict) -> list[str]:
                         "local pretrained weights, and none are set; set it to a torchvision state dict (.pth) or "
                         "safetensors file of classifier.arch, or use protocol scratch")
     for name, m in resolved.items():
-        if m["protocol"] != "linear_probe":
-            continue
-        entry = entries[name] or {}
-        for k in ("augment", "augment_at"):
-            if k in entry and entry.get("augment", "none") != "none":
-                problems.append(f"config.experiments.methods.{name}.{k}: protocol linear_probe fits fixed CLIP "
-                                f"embeddings of the images, so no augmentation applies; remove {k} or use protocol "
-                                "scratch or finetune")
-                break
+        if m["protocol"] == "linear_probe" and (entries[name] or {}).get("augment", "none") != "none":
+            problems.append(f"config.experiments.methods.{name}.augment: protocol linear_probe fits fixed CLIP "
+                            "embeddings of the images, so no augmentation applies; remove augment or use protocol "
+                            "scratch or finetune")
     return problems
 
 
