@@ -91,22 +91,10 @@ def score_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scor
     return 100.0 * (image_embeds * text_embeds.float()).sum(-1)
 
 
-@torch.inference_mode()
-def clip_scores(
-    images: pd.DataFrame,
-    clip_path: str | os.PathLike,
-    *,
-    batch_size: int = 32,
-    device: str = "auto",
-    dtype: str = "fp32",
-    num_workers: int = 0,
-    score: str = "cosine",
-    filter_clip: dict | None = None,
-) -> np.ndarray:
+def clip_scores(images: pd.DataFrame, clip_path: str | os.PathLike, **options) -> np.ndarray:
     """CLIP score of every image for its own class: (N,) float32 (see :func:`score_embeddings`);
-    :func:`clip_scores_and_embeddings` without the embeddings."""
-    return clip_scores_and_embeddings(images, clip_path, batch_size=batch_size, device=device, dtype=dtype,
-                                      num_workers=num_workers, score=score, filter_clip=filter_clip)[0]
+    :func:`clip_scores_and_embeddings` (the same ``options``) without the embeddings."""
+    return clip_scores_and_embeddings(images, clip_path, **options)[0]
 
 
 @torch.inference_mode()
