@@ -143,7 +143,7 @@ def test_filter_generated_writes_four_files_and_leaves_images_alone(tiny_models,
     assert stored.path.tolist() == table.path.tolist() and stored.sample_id.tolist() == table.sample_id.tolist()
     clip = load_filter_clip(tiny_models["clip"])
     text = class_text_embeds(clip, ["digit 0", "digit 1", "digit 2"])  # write_generated's class names
-    np.testing.assert_allclose(score_embeddings(torch.from_numpy(embeds.copy()), text[table.label.to_numpy()]).numpy(),
+    np.testing.assert_allclose(score_embeddings(torch.from_numpy(embeds.copy()), text[table.label.tolist()]).numpy(),
                                table.score, rtol=1e-4, atol=1e-4)
     for label, n in sizes.items():
         group = table[table.label == label]
