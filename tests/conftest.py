@@ -24,7 +24,8 @@ SHARED_DEMO_FILES = ("test_export.py", "test_workflow_demo.py")
 
 # The files that take longest, started first so that no worker is left with one at the end; the other
 # files keep their order. (make test runs the science test before, alone.)
-LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_slurm.py", "test_resume.py", "test_fullsize.py")
+LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_slurm.py", "test_resume.py", "test_protocols.py",
+                 "test_fullsize.py")
 
 
 def pytest_collection_modifyitems(items):
