@@ -37,10 +37,8 @@ TEXT_VARIANTS = [
 ]
 SHARDS = list(range(config["generation"]["shards"]))
 METHODS = methods(config)
-TRAINED = (
-    "scratch",
-    "finetune",
-)  # protocols that train a network (epochs, log.csv curves)
+# protocols that train a network (epochs, log.csv curves), README "Choosing an evaluation protocol"
+TRAINED = ("scratch", "finetune")
 SEEDS = config["experiments"]["seeds"]
 
 

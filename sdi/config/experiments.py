@@ -19,7 +19,6 @@ FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.varia
 # sdi.pipeline.training_set.method_training_set (here, so that planning need not import pandas).
 TRAINING_SET_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
 SYNTHETIC_KEYS = ("multiples", "pool", "keep_ratio", "draw_seed")  # meaningful only with a variant
-PROTOCOLS = ("scratch", "finetune", "linear_probe")  # README "Choosing an evaluation protocol"
 PROTOCOL_KEYS = ("protocol", "weights", "finetune", "linear_probe")  # of config.classifier, not scratch's
 
 

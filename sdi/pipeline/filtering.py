@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from sdi.io.artifacts import atomic_write, write_parquet
+from sdi.io.artifacts import atomic_write, vector_array, write_parquet
 from sdi.io.faults import kill_point
 from sdi.io.images import load_rgb
 from sdi.io.schemas import FILTER_INPUT_COLUMNS, require_columns
@@ -224,9 +224,7 @@ def write_image_embeddings(rows: pd.DataFrame, embeddings: np.ndarray, path: str
     if len(rows) != len(embeddings):
         raise ValueError(f"{path}: {len(rows)} rows but {len(embeddings)} embeddings")
     table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
-    flat = pa.array(np.ascontiguousarray(embeddings, np.float32).reshape(-1), type=pa.float32())
-    write_parquet(table.append_column(EMBEDDING_COLUMN, pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1])),
-                  path)
+    write_parquet(table.append_column(EMBEDDING_COLUMN, vector_array(embeddings, EMBEDDING_COLUMN)), path)
 
 
 def check_manifest(manifest: pd.DataFrame) -> None:
