@@ -58,7 +58,7 @@ def head_keys(arch: str) -> set[str]:
 
 def _unwrap(state: dict, path: Path) -> dict[str, torch.Tensor]:
     for key in ("model", "state_dict", "model_state_dict"):
-        if isinstance(state.get(key), dict) and not isinstance(state.get(key), torch.Tensor):
+        if isinstance(state.get(key), dict):
             state = state[key]
             break
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
