@@ -5,8 +5,9 @@ and the fix; one ConfigError lists them all. Nothing here imports torch or panda
 classifier.weights file), so a dry run of a bad config fails in about a second. In order, each stage
 only when the one before passed:
 
-1. the schema (config/schema.yaml), then its defaults filled in, then references between keys and
-   folders that must exist (:func:`sdi.config.validation.validate_config`);
+1. the schema (config/schema.yaml), then its defaults filled in, then references between keys,
+   folders that must exist and ``mini_data`` against the mini world's held-out digits
+   (:func:`sdi.config.validation.validate_config`);
 2. the experiment matrix (:func:`sdi.config.experiments.experiment_errors`) and ``tracking``
    (:func:`sdi.config.tracking.tracking_problem`: wandb set but not installed);
 3. the models against what is already built: a trained projector fixes the CLIP and SD widths

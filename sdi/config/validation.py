@@ -86,11 +86,15 @@ def execution_settings(config: dict, section: str | None = None) -> dict:
 
 
 def _dotted(path) -> str:
-    return ".".join(["config", *(str(p) for p in path)])
+    """jsonschema's path of an error as messages name keys: ``config.mini_data.looks[0][1]``."""
+    return "config" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the key and what it may be; a schema's ``x-hint`` (e.g. what a mini_data look
+    may hold) is appended to every error of the value it describes."""
     where = _dotted(error.absolute_path)
+    hint = f" ({error.schema['x-hint']})" if isinstance(error.schema, dict) and "x-hint" in error.schema else ""
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -98,9 +102,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
             return "; ".join(f"{where}.{k}: unknown key; allowed keys here: {', '.join(allowed)}" for k in extra)
     if error.validator == "required":
         return f"{where}: {error.message}; add it (see config/schema.yaml)"
-    if error.validator in ("type", "enum"):
-        return f"{where}: {error.message}; expected {error.validator_value}"
-    return f"{where}: {error.message}"
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}{hint}"
+    if error.validator == "type":
+        return f"{where}: {error.message}; expected {error.validator_value}{hint}"
+    return f"{where}: {error.message}{hint}"
 
 
 def schema_errors(config: dict, schema: dict) -> list[str]:
@@ -151,6 +157,20 @@ def mini_world_errors(config: dict) -> list[str]:
     except MiniWorldError as exc:
         return [f"config.models.mini_root: {exc} (the next snakemake call builds it)"]
     return []
+
+
+def mini_data_errors(config: dict) -> list[str]:
+    """``config.mini_data`` against what the mini world's target dataset can hold, when a dataset is
+    ``builtin: mini_world`` (and has a root): the checks of :func:`sdi.data.mini_corpus.target_problems`
+    (numpy only), each line ``config.mini_data.<key>: ...`` with the valid values or the largest that fits."""
+    if not any(e.get("builtin") == "mini_world" and e.get("root") for e in config["datasets"].values()):
+        return []
+    from sdi.data.mini_corpus import target_problems
+
+    options = config["mini_data"]
+    return [f"config.mini_data.{p}" for p in target_problems(
+        looks=options["looks"], train_per_class=options["train_per_class"], test_per_class=options["test_per_class"],
+        classes_by=options["classes_by"], look_names=options["look_names"], digits=options["digits"])]
 
 
 def model_paths(config: dict) -> dict[str, str | None]:
@@ -309,12 +329,12 @@ def fill_defaults(config: dict, schema: dict) -> dict:
 
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Check config against the schema, then fill in the schema's defaults (in place), then
-    check what a schema cannot (references between keys, folders). Raise ConfigError listing
-    every problem, each naming its key."""
+    check what a schema cannot (references between keys, folders, mini_data: :func:`mini_data_errors`).
+    Raise ConfigError listing every problem, each naming its key."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = schema_errors(config, schema)
     if not problems:
         fill_defaults(config, schema)
-        problems = reference_errors(config) + scheduler_errors(config) + path_errors(config)
+        problems = reference_errors(config) + scheduler_errors(config) + path_errors(config) + mini_data_errors(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
