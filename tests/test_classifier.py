@@ -207,6 +207,25 @@ def test_resume_matches_a_straight_run(straight_run, digits_split, tmp_path):
         [{k: v for k, v in s.items() if k != "wall_time_s"} for s in states][1]
 
 
+def test_checkpoint_last_tests_the_last_epochs_weights(straight_run, digits_split, tmp_path):
+    """checkpoint 'last' changes only which weights test sees: the finished run, called again with it,
+    resumes with nothing left to train and evaluates last/ (the last epoch's weights) instead of best/."""
+    out, metrics = straight_run
+    shutil.copytree(out, tmp_path / "run")
+    args = (digits_split["train"], digits_split["val"], digits_split["test"], tmp_path / "run")
+    last = train_classifier(*args, class_names=class_names(digits_split), checkpoint="last", **TINY)
+    assert (last["checkpoint"], last["tested_epoch"]) == ("last", 2) and "checkpoint" not in metrics
+    assert (last["best_epoch"], last["params"]) == (metrics["best_epoch"], metrics["params"])
+    model, _ = load_classifier(out / "best")
+    model.load_state_dict(load_file(out / "last" / "model.safetensors"))
+    loader = torch.utils.data.DataLoader(ManifestDataset(digits_split["test"], build_transforms(40, 32, train=False)),
+                                         batch_size=16)
+    _, y_true, y_pred = evaluate(model, loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert classification_metrics(y_true, y_pred, 10)["confusion"] == last["confusion"]
+    with pytest.raises(ValueError, match="checkpoint 'final'"):
+        train_classifier(*args, class_names=class_names(digits_split), checkpoint="final", **TINY)
+
+
 def test_a_checkpoint_of_another_run_is_not_resumed(straight_run, digits_split, tmp_path, caplog):
     """The trainers' one resume policy (sdi.training.checkpoints.resumable): last/ of other data or
     hyperparameters is named in a warning and not resumed; the run starts from epoch 1 and replaces it."""

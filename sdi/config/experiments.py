@@ -68,6 +68,8 @@ def classifier_settings(config: dict, entry: dict, seed: int) -> dict:
     if protocol == "linear_probe":
         return {"protocol": protocol, **classifier.get("linear_probe", {}), "seed": int(seed)}
     settings = {k: v for k, v in classifier.items() if k not in PROTOCOL_KEYS}
+    if settings.get("checkpoint") == "best":  # the default is left out, so runs made before the key keep their params
+        del settings["checkpoint"]
     settings.update({"augment": entry["augment"], "augment_at": entry["augment_at"], "seed": int(seed)})
     if protocol == "finetune":
         finetune = classifier.get("finetune", {})

@@ -8,7 +8,8 @@ checkpoint; at the end load the checkpoint chosen on validation and evaluate the
 once. Everything a run produces is written as data into ``out_dir``:
 
 - ``metrics.json``: test metrics of :func:`sdi.evaluation.metrics.classification_metrics` plus
-  ``best_epoch``, ``best_val_top1``, the training-set counts ``n_real``, ``n_real_copies``,
+  ``best_epoch``, ``best_val_top1`` (with checkpoint 'last' also ``checkpoint`` and ``tested_epoch``),
+  the training-set counts ``n_real``, ``n_real_copies``,
   ``n_synthetic``, ``n_train`` (rows of one epoch) and ``steps_per_epoch``, ``epochs``,
   ``wall_time_s``, ``device`` and the hyperparameters (``params``);
 - ``train_set.parquet``: the exact training set, one row per example of one epoch
@@ -526,17 +527,20 @@ def train_epochs(run: Run, state: ClassifierState, out_dir: Path, best_config: d
 
 
 def test_run(run: Run, state: ClassifierState, out_dir: Path, class_names: list[str] | None, *, seen: int,
-             wall_time_s: float) -> dict:
+             wall_time_s: float, checkpoint: str = "best") -> dict:
     """metrics.json's content: the test set evaluated once, with the weights of the epoch chosen on
-    validation (best/), and the run's counts, times and hyperparameters."""
+    validation (checkpoint 'best': best/) or of the last epoch ('last': last/), and the run's counts,
+    times and hyperparameters."""
     from safetensors.torch import load_file
 
-    run.bare.load_state_dict(load_file(out_dir / "best" / "model.safetensors", device=str(run.device)))
+    weights = out_dir / ("last" if checkpoint == "last" else "best") / "model.safetensors"
+    run.bare.load_state_dict(load_file(weights, device=str(run.device)))
     _, y_true, y_pred = evaluate_all(run.bare, run.data.test, run.criterion, run.device, "test", run.amp,
                                      **run.eval_kw)
     metrics = classification_metrics(y_true, y_pred, state.params["num_classes"], class_names)
     metrics.update({"split": "test", "protocol": state.params.get("protocol", "scratch"),
                     "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1,
+                    **({"checkpoint": "last", "tested_epoch": state.epoch} if checkpoint == "last" else {}),
                     **run.counts, "steps_per_epoch": len(run.train_loader),
                     "n_train_real": run.counts["n_real"] + run.counts["n_real_copies"],
                     "n_train_synthetic": run.counts["n_synthetic"], "n_val": len(run.data.val),
@@ -577,7 +581,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                      synthetic: pd.DataFrame | None = None, amp: bool = False,
                      stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
                      run_name: str | None = None, protocol: str = "scratch", weights: str | None = None,
-                     frozen: tuple[str, ...] | list[str] = ()) -> dict | None:
+                     frozen: tuple[str, ...] | list[str] = (), checkpoint: str = "best") -> dict | None:
     """Train a classifier (ResNet50 by default) from scratch, choose the epoch on validation, evaluate test once.
 
     Runs in this process, or in each process of a torchrun job (:mod:`sdi.training.distributed`;
@@ -598,7 +602,11 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     (:class:`sdi.config.tracking.TrackingConfig`; None: nothing); run_name: W&B's (default: out_dir).
     protocol: 'scratch' (random init, the paper's) or 'finetune': ``arch`` starts from the local state
     dict ``weights`` with a new head (:func:`make_model`), the modules named in ``frozen`` not trained.
+    checkpoint: the weights test is evaluated with: 'best' (the epoch of the highest validation top-1, the
+    paper's) or 'last' (the last epoch's, for a validation set too small to choose an epoch by).
     """
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"classifier checkpoint {checkpoint!r}: expected 'best' or 'last'")
     t_start = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -629,7 +637,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
         return None
     distributed.barrier()  # best/ is written
     metrics = test_run(run, state, out_dir, class_names, seen=trained[0],
-                       wall_time_s=elapsed_before + time.time() - t_start)
+                       wall_time_s=elapsed_before + time.time() - t_start, checkpoint=checkpoint)
     if main:
         _finish(metrics, state, out_dir, tracker, trained[1])
     return metrics
