@@ -137,22 +137,42 @@ def in_looks(colours: dict[str, np.ndarray], looks=corpus.DEFAULT_TARGET_LOOKS) 
     return np.array([(f, b) in pairs for f, b in zip(colours["fg"], colours["bg"], strict=True)])
 
 
-def judge_filtered(judge: DigitJudge, filtered_dir, workdir=".", looks=corpus.DEFAULT_TARGET_LOOKS) -> dict:
+def judge_filtered(judge: DigitJudge, filtered_dir, workdir=".", looks=corpus.DEFAULT_TARGET_LOOKS,
+                   classes: list[corpus.TargetClass] | None = None) -> dict:
     """The judge's verdict on a filter's output folder (``manifest.parquet``: path, label, kept).
 
     Returns {'kept', 'dropped', 'all'}: each {'images', 'class_accuracy', 'look_accuracy'}, where
     class_accuracy is the fraction the judge labels with the class the image was generated for and
     look_accuracy the fraction whose colours are one of looks (:func:`in_looks`).
+
+    classes (:func:`sdi.data.mini_corpus.target_classes`, by label): the dataset's classes, for classes
+    defined by look as well as digit. Then an image carries its class when the judge reads the class's
+    digit and, where the class has one look, the colours of that look (look_accuracy: the colours of
+    its class's look); each part also has a 'digit_accuracy'. None: the label is the digit.
     """
     table = pd.read_parquet(Path(filtered_dir) / "manifest.parquet")
     images = np.stack([np.asarray(Image.open(Path(workdir) / p).convert("RGB").resize(
         (corpus.IMAGE_SIZE, corpus.IMAGE_SIZE), Image.Resampling.BILINEAR)) for p in table.path])
-    right = judge_classes(judge, images) == table.label.to_numpy()
-    looked = in_looks(judge_looks(images), looks)
+    labels = table.label.to_numpy()
+    digits = judge_classes(judge, images)
+    colours = judge_looks(images)
+    if classes is None:
+        right = digits == labels
+        looked = in_looks(colours, looks)
+        digit_right = None
+    else:
+        by_label = {c.label: c for c in classes}
+        digit_right = digits == np.array([by_label[k].digit for k in labels])
+        own = [{(look.fg, look.bg) for look in by_label[k].looks} for k in labels]
+        looked = np.array([(f, b) in pairs for f, b, pairs in zip(colours["fg"], colours["bg"], own, strict=True)])
+        single = np.array([by_label[k].look is not None for k in labels])
+        right = digit_right & (looked | ~single)
     out = {}
     for name, mask in (("kept", table.kept.to_numpy()), ("dropped", ~table.kept.to_numpy()),
                        ("all", np.ones(len(table), dtype=bool))):
         n = int(mask.sum())
         out[name] = {"images": n, "class_accuracy": float(right[mask].mean()) if n else float("nan"),
                      "look_accuracy": float(looked[mask].mean()) if n else float("nan")}
+        if digit_right is not None:
+            out[name]["digit_accuracy"] = float(digit_right[mask].mean()) if n else float("nan")
     return out
