@@ -54,12 +54,16 @@ class MiniWorldError(RuntimeError):
 class Recipe:
     """Everything a mini world's weights depend on (with the library versions, see :func:`recipe_hash`).
 
-    Steps are optimizer steps; widths are channels. threads: torch's intra-op threads during the
-    build (results depend on it). The ``*_steps`` defaults fit the 10-minute budget on 2 cores.
+    Steps are optimizer steps; widths are channels. threads, unet_threads: torch's intra-op threads
+    during the build and during its UNet stage (results depend on them). The ``*_steps`` defaults fit
+    the 10-minute budget on 2 cores.
     """
 
     seed: int = 0
     threads: int = 1  # on a loaded 2-core machine 1 thread ran these small models 4x faster than 2
+    # ... while CLIP trains in a second process beside the VAE; the UNet trains alone, and there 2 threads
+    # took 0.15-0.17 s a step against 0.21-0.22 for 1 (batch 64, 2 cores, bench/README.md)
+    unet_threads: int = 2
     # VAE: 32x32x3 <-> 8x8x4 (3 blocks)
     vae_widths: tuple[int, ...] = (16, 32, 32)
     vae_steps: int = 400
@@ -503,7 +507,8 @@ def build_world(folder: str | Path, recipe: Recipe = Recipe(), log=print, *, par
             seconds["clip"] = time.perf_counter() - start
         log(f"clip: {seconds['clip']:.0f} s")
         start = time.perf_counter()
-        unet = train_unet(recipe, vae, clip.text_model, tokenizer, world_digits, world_labels, log)
+        with deterministic(recipe.unet_threads):
+            unet = train_unet(recipe, vae, clip.text_model, tokenizer, world_digits, world_labels, log)
         seconds["unet"] = time.perf_counter() - start
         log(f"unet: {seconds['unet']:.0f} s")
         start = time.perf_counter()
