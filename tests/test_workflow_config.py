@@ -79,7 +79,7 @@ def test_demo_on_the_mini_world_plans_from_a_fresh_folder(workflow, tmp_path):
     out = run_snakemake(workflow, "-n", "all", "--configfile", "config/mini_world.yaml", "local.yaml").stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert jobs["mini_world"] == "1" and jobs["mini_dataset"] == "1" and "demo_dataset" not in jobs
-    assert jobs["train_classifier"] == "15" and jobs["overview"] == "1"
+    assert jobs["train_classifier"] == "9" and jobs["overview"] == "1"
     assert not (tmp_path / "cache").exists() and not (workflow / "results").exists()
 
 
