@@ -199,7 +199,7 @@ def judged(workdir: Path, dataset: str, variants: dict[str, str], cfg: dict) -> 
 def fidelity(workdir: Path, dataset: str, cfg: dict) -> dict:
     """Regenerate every real training image from its own projected embedding; judge class and look."""
     from sdi.config.validation import mini_world_paths
-    from sdi.evaluation.judge import in_looks, judge_classes, judge_looks, target_judge
+    from sdi.evaluation.judge import class_verdicts, in_looks, judge_looks, target_judge
     from sdi.pipeline.generation import GenerationSettings, ImageGenerator
 
     emb = pd.read_parquet(workdir / f"results/{dataset}/embeddings.parquet")
@@ -211,17 +211,10 @@ def fidelity(workdir: Path, dataset: str, cfg: dict) -> dict:
     images = np.concatenate([gen.generate(samples.iloc[i:i + 64], settings, output_type="np")
                              for i in range(0, len(samples), 64)])
     looks = tuple(map(tuple, cfg["mini_data"]["looks"]))
-    judge = target_judge(seed=0, looks=looks)
     pixels = (images * 255).round().astype(np.uint8)
-    by_label = {c.label: c for c in _classes(cfg)}
-    labels = emb.label.to_numpy()
-    digit = judge_classes(judge, pixels) == np.array([by_label[k].digit for k in labels])
-    colours = judge_looks(pixels)
-    own = np.array([in_looks({"fg": colours["fg"][i:i + 1], "bg": colours["bg"][i:i + 1]},
-                             [c.names for c in by_label[k].looks])[0] for i, k in enumerate(labels)])
-    return {"images": len(emb), "digit_accuracy": float(digit.mean()), "own_look_accuracy": float(own.mean()),
-            "class_accuracy": float((digit & own).mean()),
-            "in_dataset_looks": float(in_looks(colours, looks).mean())}
+    verdicts = class_verdicts(target_judge(seed=0, looks=looks), pixels, emb.label.to_numpy(), _classes(cfg))
+    return {"images": len(emb), **{f"{k}_accuracy": float(verdicts[k].mean()) for k in ("class", "look", "digit")},
+            "in_dataset_looks": float(in_looks(judge_looks(pixels), looks).mean())}
 
 
 def main() -> None:

@@ -137,42 +137,38 @@ def in_looks(colours: dict[str, np.ndarray], looks=corpus.DEFAULT_TARGET_LOOKS) 
     return np.array([(f, b) in pairs for f, b in zip(colours["fg"], colours["bg"], strict=True)])
 
 
+def class_verdicts(judge: DigitJudge, images, labels, classes: list[corpus.TargetClass]) -> dict[str, np.ndarray]:
+    """Per image (uint8 [N, H, W, 3] or float [N, 3, H, W]) generated for class ``labels[i]`` of classes
+    (:func:`sdi.data.mini_corpus.target_classes`): bool arrays 'digit' (the judge reads the class's digit),
+    'look' (its colours are one of the class's looks) and 'class' (the digit and, for classes defined by
+    look, the look too)."""
+    by_label = {c.label: c for c in classes}
+    owners = [by_label[int(k)] for k in labels]
+    digit = judge_classes(judge, images) == np.array([c.digit for c in owners])
+    colours = judge_looks(images)
+    look = np.array([(f, b) in {(lk.fg, lk.bg) for lk in c.looks}
+                     for f, b, c in zip(colours["fg"], colours["bg"], owners, strict=True)])
+    by_look = np.array([c.look_name is not None for c in owners])
+    return {"digit": digit, "look": look, "class": digit & (look | ~by_look)}
+
+
 def judge_filtered(judge: DigitJudge, filtered_dir, workdir=".", looks=corpus.DEFAULT_TARGET_LOOKS,
                    classes: list[corpus.TargetClass] | None = None) -> dict:
     """The judge's verdict on a filter's output folder (``manifest.parquet``: path, label, kept).
 
-    Returns {'kept', 'dropped', 'all'}: each {'images', 'class_accuracy', 'look_accuracy'}, where
-    class_accuracy is the fraction the judge labels with the class the image was generated for and
-    look_accuracy the fraction whose colours are one of looks (:func:`in_looks`).
-
-    classes (:func:`sdi.data.mini_corpus.target_classes`, by label): the dataset's classes, for classes
-    defined by look as well as digit. Then an image carries its class when the judge reads the class's
-    digit and, where the class has one look, the colours of that look (look_accuracy: the colours of
-    its class's look); each part also has a 'digit_accuracy'. None: the label is the digit.
+    Returns {'kept', 'dropped', 'all'}: each {'images', 'class_accuracy', 'look_accuracy',
+    'digit_accuracy'}: the fractions of :func:`class_verdicts` (class, look and digit right).
+    classes: the dataset's classes (:func:`sdi.data.mini_corpus.target_classes`, e.g. defined by look);
+    None: one class per digit, label = digit, each in any of looks.
     """
     table = pd.read_parquet(Path(filtered_dir) / "manifest.parquet")
     images = np.stack([np.asarray(Image.open(Path(workdir) / p).convert("RGB").resize(
         (corpus.IMAGE_SIZE, corpus.IMAGE_SIZE), Image.Resampling.BILINEAR)) for p in table.path])
-    labels = table.label.to_numpy()
-    digits = judge_classes(judge, images)
-    colours = judge_looks(images)
-    if classes is None:
-        right = digits == labels
-        looked = in_looks(colours, looks)
-        digit_right = None
-    else:
-        by_label = {c.label: c for c in classes}
-        digit_right = digits == np.array([by_label[k].digit for k in labels])
-        own = [{(look.fg, look.bg) for look in by_label[k].looks} for k in labels]
-        looked = np.array([(f, b) in pairs for f, b, pairs in zip(colours["fg"], colours["bg"], own, strict=True)])
-        single = np.array([by_label[k].look is not None for k in labels])
-        right = digit_right & (looked | ~single)
+    verdicts = class_verdicts(judge, images, table.label.to_numpy(), classes or corpus.target_classes(looks))
     out = {}
     for name, mask in (("kept", table.kept.to_numpy()), ("dropped", ~table.kept.to_numpy()),
                        ("all", np.ones(len(table), dtype=bool))):
         n = int(mask.sum())
-        out[name] = {"images": n, "class_accuracy": float(right[mask].mean()) if n else float("nan"),
-                     "look_accuracy": float(looked[mask].mean()) if n else float("nan")}
-        if digit_right is not None:
-            out[name]["digit_accuracy"] = float(digit_right[mask].mean()) if n else float("nan")
+        out[name] = {"images": n, **{f"{key}_accuracy": float(verdicts[key][mask].mean()) if n else float("nan")
+                                     for key in ("class", "look", "digit")}}
     return out

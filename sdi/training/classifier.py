@@ -533,8 +533,7 @@ def test_run(run: Run, state: ClassifierState, out_dir: Path, class_names: list[
     times and hyperparameters."""
     from safetensors.torch import load_file
 
-    weights = out_dir / ("last" if checkpoint == "last" else "best") / "model.safetensors"
-    run.bare.load_state_dict(load_file(weights, device=str(run.device)))
+    run.bare.load_state_dict(load_file(out_dir / checkpoint / "model.safetensors", device=str(run.device)))
     _, y_true, y_pred = evaluate_all(run.bare, run.data.test, run.criterion, run.device, "test", run.amp,
                                      **run.eval_kw)
     metrics = classification_metrics(y_true, y_pred, state.params["num_classes"], class_names)
