@@ -14,7 +14,10 @@ from safetensors.torch import load_file
 
 from sdi.evaluation.metrics import classification_metrics
 from sdi.io.images import load_rgb
-from sdi.training.classifier import ManifestDataset, evaluate, load_classifier, train_classifier
+from sdi.training.checkpoints import load_classifier
+from sdi.training.classifier import train_classifier
+from sdi.training.data import ManifestDataset
+from sdi.training.engine import evaluate
 from sdi.training.transforms import MEAN, STD, Cutout, GridMask, build_transforms
 
 TINY = {"num_classes": 10, "epochs": 2, "batch_size": 16, "resize": 40, "crop": 32, "seed": 0,
@@ -291,7 +294,7 @@ def test_arch_selects_any_torchvision_model(digits_split, tmp_path):
     import torchvision
 
     from sdi.config.validation import CLASSIFIER_ARCHS
-    from sdi.training.classifier import load_classifier
+    from sdi.training.checkpoints import load_classifier
 
     assert sorted(CLASSIFIER_ARCHS) == sorted(torchvision.models.list_models(module=torchvision.models))
     train, val, test = digits_split["train"], digits_split["val"], digits_split["test"]

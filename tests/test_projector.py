@@ -17,10 +17,10 @@ from sdi.io.images import load_rgb
 from sdi.models.conditioning import prompt_hidden_states, replace_placeholder
 from sdi.models.loaders import load_sd_pipeline
 from sdi.models.projector import SemanticProjector
+from sdi.training.data import image_transform
 from sdi.training.projector import (
     STATE_FILE,
     drop_embeddings,
-    image_transform,
     load_frozen_models,
     projector_loss,
     train_projector,

@@ -15,6 +15,9 @@ of a ViT, ``classifier.2`` of a ConvNeXt, the last convolution of a SqueezeNet, 
 
 :func:`weights_problems` checks a file against an architecture while the workflow plans, reading only
 tensor shapes (models are built on the ``meta`` device, so no memory is allocated).
+
+:func:`make_model` builds a classifier run's network for its protocol: random weights (``scratch``) or
+:func:`load_backbone` with frozen modules (``finetune``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from torch import nn
 # (every classifier returns one logits tensor): their tensors in a file are skipped.
 AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+ARCH = "resnet50"  # the paper's classifier
+# The protocols make_model builds for (sdi.training.classifier trains them); linear_probe: sdi.training.linear_probe
+PROTOCOLS = ("scratch", "finetune")
 
 
 class BackboneError(ValueError):
@@ -188,3 +195,19 @@ def frozen_problems(arch: str, prefixes: list[str]) -> list[str]:
         return []
     return [f"{unknown} are not modules of {arch}; name modules such as {', '.join(module_names(model))} "
             "(or nested ones, e.g. layer1.0)"]
+
+
+def make_model(num_classes: int, arch: str, protocol: str, weights: str | None, frozen: tuple[str, ...] = ()
+               ) -> nn.Module:
+    """The run's network: ``scratch``, random weights (:func:`sdi.models.backbones.build_model`);
+    ``finetune``, the backbone of the local ``weights`` file with a new ``num_classes``-way head
+    (:func:`sdi.models.backbones.load_backbone`), the ``frozen`` modules without gradients."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"classifier protocol {protocol!r}: this trainer runs {PROTOCOLS}")
+    if protocol == "scratch":
+        return build_model(num_classes, arch)
+    if not weights:
+        raise ValueError("classifier protocol finetune needs classifier.weights (a local state dict of arch)")
+    model = load_backbone(arch, num_classes, weights)
+    freeze(model, frozen)
+    return model

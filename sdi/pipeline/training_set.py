@@ -25,6 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,38 @@ def method_training_set(real: pd.DataFrame, generated: pd.DataFrame | None = Non
                         "images only: labels %s", variant, len(bare), real.label.nunique(), source,
                         0 if synthetic is None else len(synthetic), bare[:20] + (["..."] if len(bare) > 20 else []))
     return train, synthetic
+
+
+@dataclass
+class MethodInputs:
+    """What a method's run reads (rules train_classifier and linear_probe, :func:`read_method_inputs`):
+    ``split``: the split's ``train``, ``val`` and ``test`` tables; ``num_classes`` (the largest label + 1) and
+    ``class_names`` (by label; a label without a row is named by its number); ``train``: the method's training
+    set and ``pool`` the synthetic pool it drew from (:func:`method_training_set`); ``generated``, ``source``:
+    the generated images and what they were read from (:func:`read_generated`)."""
+
+    split: dict[str, pd.DataFrame]
+    num_classes: int
+    class_names: list[str]
+    train: pd.DataFrame
+    pool: pd.DataFrame | None
+    generated: pd.DataFrame | None
+    source: str
+
+
+def read_method_inputs(split: str | os.PathLike, method: dict, *, filtered: str | os.PathLike | None = None,
+                       shards: Sequence[str | os.PathLike] | None = None) -> MethodInputs:
+    """The preamble of a method's classifier or probe job: the ``split`` folder's train/val/test.parquet,
+    the class count and names, the generated images (``filtered`` or ``shards``, :func:`read_generated`)
+    and the training set of ``method`` (:func:`method_training_set` keywords)."""
+    tables = {name: pd.read_parquet(Path(split) / f"{name}.parquet") for name in ("train", "val", "test")}
+    names = pd.concat(tables.values()).drop_duplicates("label").sort_values("label")
+    num_classes = int(names.label.max()) + 1
+    name_of = dict(zip(names.label, names.class_name, strict=True))
+    generated, source = read_generated(filtered, shards)
+    train, pool = method_training_set(tables["train"], generated, source=source, **method)
+    return MethodInputs(tables, num_classes, [name_of.get(c, str(c)) for c in range(num_classes)], train, pool,
+                        generated, source)
 
 
 def steps_per_epoch(n_examples: int, batch_size: int, world_size: int = 1) -> int:

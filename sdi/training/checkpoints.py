@@ -11,6 +11,11 @@ the same data and hyperparameters; any other is left out with a warning that say
 run starts from scratch, and its own checkpoints replace the old ones as they are written. One epoch
 seed (:func:`epoch_seed`): every random stream of an epoch restarts from (seed, epoch, stream), so a
 resumed run draws what an uninterrupted one draws.
+
+The classifier's checkpoints are here too (:mod:`sdi.training.classifier`): :class:`ClassifierState` (its
+``last/`` folder), :func:`save_best` and :func:`load_classifier` (``best/``), :func:`write_log` (``log.csv``)
+and :func:`resume`. The projector's ``checkpoint-epoch{N}/`` folders are ``ProjectorState`` of
+:mod:`sdi.training.projector`.
 """
 
 from __future__ import annotations
@@ -18,11 +23,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import random
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from torch import nn
+
+from sdi.io.artifacts import atomic_dir, atomic_write
+from sdi.models.backbones import ARCH, build_model
+from sdi.training import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -125,4 +138,103 @@ def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler=None) -
     optimizer.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
     if scheduler is not None:
         scheduler.load_state_dict(state.pop("scheduler"))
+    return state
+
+
+# --------------------------------------------------------------------------- the classifier's checkpoints
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_balanced"]
+
+
+@dataclass
+class ClassifierState:
+    """Where a run stands after ``epoch``; with the weights, optimizer and scheduler it resumes the run.
+
+    Saved by :meth:`save` as a folder (written atomically) that describes itself:
+    ``model.safetensors``, ``optimizer.safetensors`` (the optimizer's tensors, e.g. SGD momentum)
+    and ``state.json`` (these fields, the optimizer's other state and param groups, the
+    scheduler's state, and the random streams of every process, :func:`rng_state`).
+    ``fingerprint`` names the data and hyperparameters; a checkpoint of another run is not resumed.
+    """
+
+    fingerprint: str
+    params: dict
+    world_size: int = 1
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val_top1: float = -1.0
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    rng: list[dict] = field(default_factory=list)
+
+    def save(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
+        from safetensors.torch import save_file
+
+        with atomic_dir(folder) as tmp:
+            save_file(model.state_dict(), tmp / "model.safetensors")
+            save_state(tmp, asdict(self), optimizer, scheduler)
+
+    @classmethod
+    def load(cls, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> ClassifierState:
+        """Load the weights, optimizer and scheduler of ``folder`` into the given objects; return the state."""
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+        return cls(**load_state(folder, optimizer, scheduler))
+
+
+def save_best(folder: Path, model: nn.Module, config: dict) -> None:
+    """The chosen weights as a self-describing folder: ``model.safetensors`` and ``config.json``
+    (architecture, classes, image sizes, normalisation, epoch and validation top-1), see :func:`load_classifier`."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        save_file(model.state_dict(), tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(the model in eval mode with the weights of ``folder``, its config.json), e.g. ``<run>/best``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    model = build_model(config["num_classes"], config.get("arch", ARCH))
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    return model.to(device).eval(), config
+
+
+def write_log(path: Path, history: list[dict]) -> None:
+    """The classifier's ``log.csv`` (:data:`LOG_COLUMNS`, one row per epoch), written atomically."""
+    atomic_write(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
+
+
+def resume(out_dir: Path, fresh: ClassifierState, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+           best_config: dict) -> ClassifierState:
+    """The state to start from: ``fresh``, unless ``out_dir/last`` is a checkpoint of the same run.
+
+    Then its weights, optimizer and schedule are loaded into ``model`` (the bare one),
+    ``optimizer`` and ``scheduler``, each process continues its own random streams (when the
+    number of processes is the same), and what a kill between two writes left behind is
+    repaired: ``best/`` (if the last epoch was the best) and ``log.csv``.
+    """
+    last, main = out_dir / "last", distributed.is_main_process()
+    if not (last / "state.json").is_file():
+        return fresh
+    if not resumable(last, "fingerprint", fresh.fingerprint, warn=main):
+        return fresh
+    state = ClassifierState.load(last, model, optimizer, scheduler)
+    if state.world_size == fresh.world_size:
+        set_rng_state(state.rng[distributed.rank()])
+    elif main:
+        logger.warning("%s was written by %d process(es), this run has %d: resuming the weights, optimizer and "
+                       "schedule, with fresh random streams", last, state.world_size, fresh.world_size)
+    state.world_size = fresh.world_size
+    if main:
+        best = out_dir / "best" / "config.json"
+        if state.best_epoch == state.epoch and (not best.is_file()
+                                                or json.loads(best.read_text())["epoch"] != state.best_epoch):
+            save_best(out_dir / "best", model, {**best_config, "epoch": state.epoch, "val_top1": state.best_val_top1})
+        write_log(out_dir / "log.csv", state.history)
+        logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)", last, state.epoch,
+                    state.best_epoch, state.best_val_top1)
     return state

@@ -5,7 +5,10 @@ or, with protocol ``finetune``, any torchvision model started from a local pretr
 The loop follows torchvision's ``references/classification/train.py``: build data, model,
 optimizer and scheduler; per epoch train, evaluate on validation, save a resumable
 checkpoint; at the end load the checkpoint chosen on validation and evaluate the test set
-once. Everything a run produces is written as data into ``out_dir``:
+once. Its parts are where torchvision's reference has them: the data in :mod:`sdi.training.data`,
+one epoch of training and the evaluation in :mod:`sdi.training.engine`, the model in
+:func:`sdi.models.backbones.make_model`, the checkpoints in :mod:`sdi.training.checkpoints`; the run
+(its parameters, setup, epochs, test) is here. Everything a run produces is written as data into ``out_dir``:
 
 - ``metrics.json``: test metrics of :func:`sdi.evaluation.metrics.classification_metrics` plus
   ``best_epoch``, ``best_val_top1`` (with checkpoint 'last' also ``checkpoint`` and ``tested_epoch``),
@@ -16,12 +19,13 @@ once. Everything a run produces is written as data into ``out_dir``:
   (``path``, ``label``, ``source``, ``variant``; see :mod:`sdi.pipeline.training_set`);
 - ``log.csv``: one row per epoch (epoch, lr, train_loss, train_top1, val_loss, val_top1, val_balanced);
 - ``best/``: the weights of the best validation epoch, ``model.safetensors`` and ``config.json``
-  (architecture, classes, image sizes, normalisation, epoch); :func:`load_classifier` reads it;
+  (architecture, classes, image sizes, normalisation, epoch); :func:`sdi.training.checkpoints.load_classifier`
+  reads it;
 - ``tensorboard/``: the log.csv curves and the test metrics as TensorBoard scalars (``tracking``, see
   :mod:`sdi.training.tracking`; optionally a W&B run too);
-- ``last/``: the resumable state after the latest epoch (:class:`ClassifierState`: weights, optimizer
-  and scheduler state, epoch, best so far, history, random streams), safetensors and JSON. A new
-  call with the same data and hyperparameters resumes from it; a ``last/`` written for other data
+- ``last/``: the resumable state after the latest epoch (:class:`sdi.training.checkpoints.ClassifierState`:
+  weights, optimizer and scheduler state, epoch, best so far, history, random streams), safetensors and
+  JSON. A new call with the same data and hyperparameters resumes from it; a ``last/`` written for other data
   or hyperparameters is ignored (with a warning) and overwritten.
 
 Every file and folder is written under a temporary name and renamed, so a killed job never
@@ -43,9 +47,8 @@ import hashlib
 import json
 import logging
 import os
-import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,142 +56,25 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sdi.config.tracking import TrackingConfig
 from sdi.evaluation.metrics import classification_metrics
-from sdi.io.artifacts import atomic_dir, atomic_write, write_parquet
-from sdi.io.images import load_rgb
-from sdi.io.schemas import require_columns
-from sdi.models.backbones import build_model, freeze, load_backbone
+from sdi.io.artifacts import atomic_write, write_parquet
+from sdi.models.backbones import ARCH, make_model
 from sdi.pipeline import training_set
 from sdi.training import checkpoints, distributed
+from sdi.training.checkpoints import ClassifierState
+from sdi.training.data import Datasets, ManifestDataset, build_datasets, build_train_loader, seed_worker
+from sdi.training.engine import evaluate_all, train_one_epoch
 from sdi.training.tracking import Tracker
-from sdi.training.transforms import MEAN, STD, build_transforms
+from sdi.training.transforms import MEAN, STD
 
 logger = logging.getLogger(__name__)
 
 
-LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_balanced"]
-
-
-# --------------------------------------------------------------------------- data
-class ManifestDataset(Dataset):
-    """Images of a manifest: item i -> (transform(load_rgb(path_i)), label_i)."""
-
-    def __init__(self, table: pd.DataFrame, transform):
-        self.paths = table["path"].astype(str).tolist()
-        self.labels = table["label"].astype("int64").tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_rgb(self.paths[i])), self.labels[i]
-
-
-def _check_manifest(table: pd.DataFrame | None, name: str, num_classes: int, allow_empty: bool = False) -> pd.DataFrame:
-    if table is None:
-        table = pd.DataFrame({"path": pd.Series(dtype=str), "label": pd.Series(dtype="int64")})
-    require_columns(table, ["path", "label"], f"classifier {name} manifest", "it needs 'path' and 'label'")
-    if len(table) == 0 and not allow_empty:
-        raise ValueError(f"classifier {name} manifest is empty; the split stage must give it at least one image")
-    if len(table) and (table["label"].min() < 0 or table["label"].max() >= num_classes):
-        raise ValueError(f"classifier {name} manifest: labels span {table['label'].min()}..{table['label'].max()}, "
-                         f"outside 0..{num_classes - 1}; check num_classes")
-    return table[["path", "label"]].astype({"path": str, "label": "int64"}).reset_index(drop=True)
-
-
-def _training_rows(train: pd.DataFrame, synthetic: pd.DataFrame | None, num_classes: int) -> pd.DataFrame:
-    """train (+ synthetic) as a training-set table (:data:`sdi.pipeline.training_set.COLUMNS`), checked."""
-    parts = []
-    for table, name, source in ((train, "train", "real"), (synthetic, "synthetic", "synthetic")):
-        if table is None:
-            continue
-        rows = _check_manifest(table, name, num_classes, allow_empty=name == "synthetic")
-        rows["source"] = table["source"].astype(str).to_numpy() if "source" in table.columns else source
-        rows["variant"] = table["variant"].to_numpy() if "variant" in table.columns else None
-        parts.append(rows)
-    rows = pd.concat(parts, ignore_index=True)
-    unknown = sorted(set(rows["source"]) - set(training_set.SOURCES))
-    if unknown:
-        raise ValueError(f"classifier train manifest: unknown source(s) {unknown}; "
-                         f"allowed: {', '.join(training_set.SOURCES)}")
-    return rows[training_set.COLUMNS]
-
-
-def _seed_worker(worker_id: int) -> None:
-    """DataLoader workers: seed numpy and random from the per-worker torch seed (PyTorch's recipe)."""
-    worker_seed = torch.initial_seed() % 2**32
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
-
-
-@dataclass
-class Datasets:
-    """The run's data: ``rows`` is the training set (:data:`sdi.pipeline.training_set.COLUMNS`, one row per
-    example of an epoch); ``train`` applies the training transforms to it, ``val`` and ``test`` the
-    evaluation ones."""
-
-    rows: pd.DataFrame
-    train: ManifestDataset
-    val: ManifestDataset
-    test: ManifestDataset
-
-
-def build_datasets(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, *, num_classes: int, resize: int,
-                   crop: int, augment: str, augment_at: str, synthetic: pd.DataFrame | None = None) -> Datasets:
-    """Check the manifests (see :func:`train_classifier`) and wrap them in datasets with the METHOD transforms."""
-    rows = _training_rows(train, synthetic, num_classes)
-    val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
-    eval_tf = build_transforms(resize, crop, "none", train=False)
-    return Datasets(rows, ManifestDataset(rows, build_transforms(resize, crop, augment, train=True,
-                                                                 augment_at=augment_at)),
-                    ManifestDataset(val, eval_tf), ManifestDataset(test, eval_tf))
-
-
-def build_train_loader(dataset: ManifestDataset, batch_size: int, seed: int, generator: torch.Generator,
-                       **loader_kw) -> DataLoader:
-    """Shuffled batches of the global ``batch_size``; under DDP each process loads its share.
-
-    One process: a last batch of one image is dropped (it breaks BatchNorm on small inputs,
-    1x1 feature maps). Several: a DistributedSampler gives every process an equal shard (padded
-    by repeating images) reshuffled per epoch (``set_epoch``); SyncBatchNorm sees the whole batch.
-    ``generator`` (reseeded per epoch by the caller) draws the shuffle and the workers' seeds.
-    """
-    world = distributed.world_size()
-    if world == 1:
-        n = len(dataset)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                          drop_last=n % batch_size == 1 < n, **loader_kw)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed)
-    return DataLoader(dataset, batch_size=max(1, batch_size // world), sampler=sampler, generator=generator,
-                      **loader_kw)
-
-
-# --------------------------------------------------------------------------- model
-ARCH = "resnet50"  # the paper's classifier
-PROTOCOLS = ("scratch", "finetune")  # trained here; linear_probe: sdi.training.linear_probe
-
-
-def make_model(num_classes: int, arch: str, protocol: str, weights: str | None, frozen: tuple[str, ...] = ()
-               ) -> nn.Module:
-    """The run's network: ``scratch``, random weights (:func:`sdi.models.backbones.build_model`);
-    ``finetune``, the backbone of the local ``weights`` file with a new ``num_classes``-way head
-    (:func:`sdi.models.backbones.load_backbone`), the ``frozen`` modules without gradients."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"classifier protocol {protocol!r}: this trainer runs {PROTOCOLS}")
-    if protocol == "scratch":
-        return build_model(num_classes, arch)
-    if not weights:
-        raise ValueError("classifier protocol finetune needs classifier.weights (a local state dict of arch)")
-    model = load_backbone(arch, num_classes, weights)
-    freeze(model, frozen)
-    return model
-
-
+# --------------------------------------------------------------------------- the model under DDP
 def setup_distributed(model: nn.Module, device: torch.device) -> nn.Module:
     """The one hook for multi-GPU training (the paper trains with SyncBatchNorm on several GPUs).
 
@@ -204,173 +90,6 @@ def setup_distributed(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _bare(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-# --------------------------------------------------------------------------- train / evaluate
-def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device, desc: str, amp: bool = False) -> tuple[float, float, int]:
-    """One pass over ``loader``; returns (mean loss, top-1 % on the augmented training batches,
-    images seen), each over all processes under DDP."""
-    model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2,
-                               disable=not distributed.is_main_process()):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(images)
-            loss = criterion(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
-    if distributed.is_distributed():
-        logger.info("%s: %d images on this process", desc, seen)
-        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
-        correct, seen = int(correct), int(seen)
-    return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1), seen
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device,
-             desc: str = "eval", amp: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
-    """Returns (mean loss, y_true (N,) int64, y_pred (N,) int64) in loader order."""
-    model.eval()
-    total_loss, y_true, y_pred = 0.0, [], []
-    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(images)
-        total_loss += criterion(logits.float(), labels).item() * len(labels)
-        y_true.append(labels.cpu())
-        y_pred.append(logits.argmax(1).cpu())
-    y_true, y_pred = torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
-    return total_loss / len(y_true), y_true, y_pred
-
-
-def evaluate_all(model: nn.Module, dataset: Dataset, criterion: nn.Module, device: torch.device, desc: str,
-                 amp: bool = False, **loader_kw) -> tuple[float, np.ndarray, np.ndarray]:
-    """:func:`evaluate` on the whole ``dataset``; under DDP each process takes every W-th image
-    (no padding, so nothing is counted twice) and the predictions are gathered in dataset order.
-    ``model`` is the bare model (DDP's forward would sync buffers on unequal shards)."""
-    world, rank = distributed.world_size(), distributed.rank()
-    if world == 1:
-        return evaluate(model, DataLoader(dataset, shuffle=False, **loader_kw), criterion, device, desc, amp)
-    part = Subset(dataset, range(rank, len(dataset), world))
-    mine = (0.0, np.zeros(0, np.int64), np.zeros(0, np.int64))
-    if len(part):
-        loss, y_true, y_pred = evaluate(model, DataLoader(part, shuffle=False, **loader_kw), criterion, device,
-                                        desc, amp)
-        mine = (loss * len(y_true), y_true, y_pred)
-    parts = distributed.all_gather_object(mine)
-    y_true, y_pred = np.zeros(len(dataset), np.int64), np.zeros(len(dataset), np.int64)
-    for r, (_, t, p) in enumerate(parts):
-        y_true[r::world], y_pred[r::world] = t, p
-    return sum(part[0] for part in parts) / len(dataset), y_true, y_pred
-
-
-# --------------------------------------------------------------------------- checkpoints
-@dataclass
-class ClassifierState:
-    """Where a run stands after ``epoch``; with the weights, optimizer and scheduler it resumes the run.
-
-    Saved by :meth:`save` as a folder (written atomically) that describes itself:
-    ``model.safetensors``, ``optimizer.safetensors`` (the optimizer's tensors, e.g. SGD momentum)
-    and ``state.json`` (these fields, the optimizer's other state and param groups, the
-    scheduler's state, and the random streams of every process, :func:`sdi.training.checkpoints.rng_state`).
-    ``fingerprint`` names the data and hyperparameters; a checkpoint of another run is not resumed.
-    """
-
-    fingerprint: str
-    params: dict
-    world_size: int = 1
-    epoch: int = 0
-    best_epoch: int = 0
-    best_val_top1: float = -1.0
-    history: list[dict] = field(default_factory=list)
-    wall_time_s: float = 0.0
-    rng: list[dict] = field(default_factory=list)
-
-    def save(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
-        from safetensors.torch import save_file
-
-        with atomic_dir(folder) as tmp:
-            save_file(model.state_dict(), tmp / "model.safetensors")
-            checkpoints.save_state(tmp, asdict(self), optimizer, scheduler)
-
-    @classmethod
-    def load(cls, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> ClassifierState:
-        """Load the weights, optimizer and scheduler of ``folder`` into the given objects; return the state."""
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(folder / "model.safetensors"))
-        return cls(**checkpoints.load_state(folder, optimizer, scheduler))
-
-
-def save_best(folder: Path, model: nn.Module, config: dict) -> None:
-    """The chosen weights as a self-describing folder: ``model.safetensors`` and ``config.json``
-    (architecture, classes, image sizes, normalisation, epoch and validation top-1), see :func:`load_classifier`."""
-    from safetensors.torch import save_file
-
-    with atomic_dir(folder) as tmp:
-        save_file(model.state_dict(), tmp / "model.safetensors")
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-
-def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(the model in eval mode with the weights of ``folder``, its config.json), e.g. ``<run>/best``."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    model = build_model(config["num_classes"], config.get("arch", ARCH))
-    model.load_state_dict(load_file(folder / "model.safetensors"))
-    return model.to(device).eval(), config
-
-
-def _fingerprint(params: dict, train: pd.DataFrame, val: ManifestDataset) -> str:
-    """What a resumable checkpoint must agree on: hyperparameters and the exact images and labels."""
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for table in (train[["path", "label"]], pd.DataFrame({"path": val.paths, "label": val.labels})):
-        h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
-    return h.hexdigest()
-
-
-def _write_log(path: Path, history: list[dict]) -> None:
-    atomic_write(path, lambda tmp: pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False))
-
-
-def resume(out_dir: Path, fresh: ClassifierState, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-           best_config: dict) -> ClassifierState:
-    """The state to start from: ``fresh``, unless ``out_dir/last`` is a checkpoint of the same run.
-
-    Then its weights, optimizer and schedule are loaded into ``model`` (the bare one),
-    ``optimizer`` and ``scheduler``, each process continues its own random streams (when the
-    number of processes is the same), and what a kill between two writes left behind is
-    repaired: ``best/`` (if the last epoch was the best) and ``log.csv``.
-    """
-    last, main = out_dir / "last", distributed.is_main_process()
-    if not (last / "state.json").is_file():
-        return fresh
-    if not checkpoints.resumable(last, "fingerprint", fresh.fingerprint, warn=main):
-        return fresh
-    state = ClassifierState.load(last, model, optimizer, scheduler)
-    if state.world_size == fresh.world_size:
-        checkpoints.set_rng_state(state.rng[distributed.rank()])
-    elif main:
-        logger.warning("%s was written by %d process(es), this run has %d: resuming the weights, optimizer and "
-                       "schedule, with fresh random streams", last, state.world_size, fresh.world_size)
-    state.world_size = fresh.world_size
-    if main:
-        best = out_dir / "best" / "config.json"
-        if state.best_epoch == state.epoch and (not best.is_file()
-                                                or json.loads(best.read_text())["epoch"] != state.best_epoch):
-            save_best(out_dir / "best", model, {**best_config, "epoch": state.epoch, "val_top1": state.best_val_top1})
-        _write_log(out_dir / "log.csv", state.history)
-        logger.info("resuming from %s after epoch %d (best so far: epoch %d, val top-1 %.2f%%)", last, state.epoch,
-                    state.best_epoch, state.best_val_top1)
-    return state
 
 
 # --------------------------------------------------------------------------- the run
@@ -429,6 +148,14 @@ def _sha256(path: str | os.PathLike | None) -> str | None:
     return h.hexdigest()
 
 
+def _fingerprint(params: dict, train: pd.DataFrame, val: ManifestDataset) -> str:
+    """What a resumable checkpoint must agree on: hyperparameters and the exact images and labels."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for table in (train[["path", "label"]], pd.DataFrame({"path": val.paths, "label": val.labels})):
+        h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
 def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame | None,
               params: dict, *, arch: str, augment_at: str, device: torch.device, amp: bool,
               num_workers: int) -> Run:
@@ -440,7 +167,7 @@ def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthe
     if main and batch_size % world:
         logger.warning("classifier batch_size %d is not a multiple of %d processes; the global batch is %d",
                        batch_size, world, max(1, batch_size // world) * world)
-    loader_kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "worker_init_fn": _seed_worker}
+    loader_kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "worker_init_fn": seed_worker}
     generator = torch.Generator()
     checkpoints.seed_everything(seed)
     train_loader = build_train_loader(data.train, batch_size, seed, generator, **loader_kw)
@@ -495,8 +222,9 @@ def save_epoch(run: Run, state: ClassifierState, row: dict, out_dir: Path, best_
                 row["val_loss"], row["val_top1"], row["val_balanced"], state.best_epoch)
     state.save(out_dir / "last", run.bare, run.optimizer, run.scheduler)
     if state.best_epoch == row["epoch"]:
-        save_best(out_dir / "best", run.bare, {**best_config, "epoch": row["epoch"], "val_top1": row["val_top1"]})
-    _write_log(out_dir / "log.csv", state.history)
+        checkpoints.save_best(out_dir / "best", run.bare,
+                              {**best_config, "epoch": row["epoch"], "val_top1": row["val_top1"]})
+    checkpoints.write_log(out_dir / "log.csv", state.history)
 
 
 def train_epochs(run: Run, state: ClassifierState, out_dir: Path, best_config: dict, tracker: Tracker, *,
@@ -572,6 +300,34 @@ def _finish(metrics: dict, state: ClassifierState, out_dir: Path, tracker: Track
                 metrics["top1"], metrics["balanced"], train_rate, out_dir / "metrics.json")
 
 
+def start_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame | None,
+              params: dict, best_config: dict, out_dir: Path, *, arch: str, augment_at: str, device: torch.device,
+              amp: bool, num_workers: int) -> tuple[Run, ClassifierState]:
+    """The run's parts (:func:`setup_run`), the main process's ``train_set.parquet`` (and no metrics.json of an
+    older run), and the state to start from: fresh, or resumed from ``out_dir/last``
+    (:func:`sdi.training.checkpoints.resume`); the main process logs what it trains."""
+    world, main = distributed.world_size(), distributed.is_main_process()
+    run = setup_run(train, val, test, synthetic, params, arch=arch, augment_at=augment_at, device=device, amp=amp,
+                    num_workers=num_workers)
+    if main:
+        (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
+        write_parquet(run.data.rows, out_dir / "train_set.parquet")
+    fresh = ClassifierState(_fingerprint(params, run.data.rows, run.data.val), params, world)
+    state = checkpoints.resume(out_dir, fresh, run.bare, run.optimizer, run.scheduler, best_config)
+    if main:
+        _log_start(run, params, arch, state.epoch + 1)
+    return run, state
+
+
+def start_tracker(out_dir: Path, params: dict, start_epoch: int, tracking: TrackingConfig | None,
+                  run_name: str | None) -> Tracker:
+    """The run's TensorBoard / W&B tracker (:class:`sdi.training.tracking.Tracker`), from ``start_epoch`` on."""
+    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
+    return Tracker(out_dir, tracking or TrackingConfig(tensorboard=False), run_name=run_name or str(out_dir),
+                   config=params, resume_step=start_epoch if start_epoch > 1 else None,
+                   enabled=distributed.is_main_process())
+
+
 def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
                      num_classes: int, class_names: list[str] | None = None, epochs: int = 100,
                      batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
@@ -594,15 +350,15 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     epochs, batch_size (global, split between processes), lr, momentum, weight_decay: SGD, cosine
     annealing, cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4). resize, crop (256, 224), augment
     ('none', 'randaugment', 'cutout', 'gridmask') at augment_at ('crop' as METHOD section 7, 'raw' as
-    the reference ran them): :func:`sdi.training.transforms.build_transforms`. arch: a torchvision model
-    name (:func:`build_model`). seed: init, shuffling, augmentation. device: 'auto' or a torch device.
-    amp: bf16 autocast on CUDA (the reference trains in fp32). stop_after_epoch: stop cleanly after it
-    and return None; the same call again resumes from last/. tracking: TensorBoard / W&B
-    (:class:`sdi.config.tracking.TrackingConfig`; None: nothing); run_name: W&B's (default: out_dir).
+    the reference ran them): :func:`sdi.training.transforms.build_transforms`. arch: a torchvision
+    model name (:func:`sdi.models.backbones.build_model`). seed: init, shuffling, augmentation. device:
+    'auto' or a torch device. amp: bf16 autocast on CUDA (the reference trains in fp32). stop_after_epoch:
+    stop cleanly after it and return None; the same call again resumes from last/. tracking: TensorBoard /
+    W&B (:class:`sdi.config.tracking.TrackingConfig`; None: nothing); run_name: W&B's (default: out_dir).
     protocol: 'scratch' (random init, the paper's) or 'finetune': ``arch`` starts from the local state
-    dict ``weights`` with a new head (:func:`make_model`), the modules named in ``frozen`` not trained.
-    checkpoint: the weights test is evaluated with: 'best' (the epoch of the highest validation top-1, the
-    paper's) or 'last' (the last epoch's, for a validation set too small to choose an epoch by).
+    dict ``weights`` with a new head (:func:`sdi.models.backbones.make_model`), the modules named in
+    ``frozen`` not trained. checkpoint: the weights test is evaluated with: 'best' (the epoch of the highest
+    validation top-1, the paper's) or 'last' (the last epoch's, for a validation set too small to choose an epoch by).
     """
     if checkpoint not in ("best", "last"):
         raise ValueError(f"classifier checkpoint {checkpoint!r}: expected 'best' or 'last'")
@@ -610,26 +366,16 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = distributed.local_device(device)
-    world, main = distributed.world_size(), distributed.is_main_process()
     amp = bool(amp and device.type == "cuda")
     params, best_config = run_params(num_classes=num_classes, class_names=class_names, epochs=epochs,
                                      batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                      resize=resize, crop=crop, augment=augment, augment_at=augment_at, arch=arch,
                                      seed=seed, amp=amp, protocol=protocol, weights=weights,
                                      frozen=tuple(frozen))
-    run = setup_run(train, val, test, synthetic, params, arch=arch, augment_at=augment_at, device=device, amp=amp,
-                    num_workers=num_workers)
-    if main:
-        (out_dir / "metrics.json").unlink(missing_ok=True)  # rewritten at the end; never trusted from an older run
-        write_parquet(run.data.rows, out_dir / "train_set.parquet")
-    fresh = ClassifierState(_fingerprint(params, run.data.rows, run.data.val), params, world)
-    state = resume(out_dir, fresh, run.bare, run.optimizer, run.scheduler, best_config)
-    start_epoch, elapsed_before = state.epoch + 1, state.wall_time_s
-    if main:
-        _log_start(run, params, arch, start_epoch)
-    # Only the main process writes; a resumed run drops the events a killed run logged after its checkpoint.
-    tracker = Tracker(out_dir, tracking or TrackingConfig(tensorboard=False), run_name=run_name or str(out_dir),
-                      config=params, resume_step=start_epoch if start_epoch > 1 else None, enabled=main)
+    run, state = start_run(train, val, test, synthetic, params, best_config, out_dir, arch=arch,
+                           augment_at=augment_at, device=device, amp=amp, num_workers=num_workers)
+    elapsed_before = state.wall_time_s
+    tracker = start_tracker(out_dir, params, state.epoch + 1, tracking, run_name)
     trained = train_epochs(run, state, out_dir, best_config, tracker, elapsed_before=elapsed_before,
                            t_start=t_start, stop_after_epoch=stop_after_epoch)
     if trained is None:
@@ -637,7 +383,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     distributed.barrier()  # best/ is written
     metrics = test_run(run, state, out_dir, class_names, seen=trained[0],
                        wall_time_s=elapsed_before + time.time() - t_start, checkpoint=checkpoint)
-    if main:
+    if distributed.is_main_process():
         _finish(metrics, state, out_dir, tracker, trained[1])
     return metrics
 
@@ -654,21 +400,16 @@ def run_job(job: dict) -> dict | None:
     training set; :func:`sdi.training.distributed.launch` starts them.
     """
     with distributed.process_group(job["settings"].get("device", "auto")):
-        split = {name: pd.read_parquet(Path(job["split"]) / f"{name}.parquet") for name in ("train", "val", "test")}
-        names = pd.concat(split.values()).drop_duplicates("label").sort_values("label")
-        num_classes = int(names.label.max()) + 1
-        name_of = dict(zip(names.label, names.class_name, strict=True))
-        generated, source = training_set.read_generated(job.get("filtered"), job.get("shards"))
-        train, pool = training_set.method_training_set(split["train"], generated, source=source,
-                                                       **job["training_set"])
-        if pool is not None and distributed.is_main_process():
+        inputs = training_set.read_method_inputs(job["split"], job["training_set"], filtered=job.get("filtered"),
+                                                 shards=job.get("shards"))
+        if inputs.pool is not None and distributed.is_main_process():
             keep_ratio = job["training_set"].get("keep_ratio")
-            logger.info("%s: %d of %d generated images in the pool (pool %s%s)", source, len(pool), len(generated),
-                        job["training_set"]["pool"],
+            logger.info("%s: %d of %d generated images in the pool (pool %s%s)", inputs.source, len(inputs.pool),
+                        len(inputs.generated), job["training_set"]["pool"],
                         f", re-selected at keep_ratio {keep_ratio}" if keep_ratio is not None else "")
         tracking = job.get("tracking")
-        return train_classifier(train, split["val"], split["test"], job["out_dir"], num_classes=num_classes,
-                                class_names=[name_of.get(c, str(c)) for c in range(num_classes)],
+        return train_classifier(inputs.train, inputs.split["val"], inputs.split["test"], job["out_dir"],
+                                num_classes=inputs.num_classes, class_names=inputs.class_names,
                                 tracking=None if tracking is None else TrackingConfig(**tracking),
                                 run_name=job.get("run_name"), **job["settings"])
 

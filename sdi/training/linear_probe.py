@@ -174,15 +174,11 @@ def run_probe_job(job: dict) -> dict:
     variant's filter folder: its manifest for pool kept, its embeddings for both pools), ``shards`` (pool
     generated), ``training_set`` (method_training_set keywords), ``out_dir``, ``settings`` (c_values,
     max_iter, seed, protocol)."""
-    split = {name: pd.read_parquet(Path(job["split"]) / f"{name}.parquet") for name in ("train", "val", "test")}
-    names = pd.concat(split.values()).drop_duplicates("label").sort_values("label")
-    num_classes = int(names.label.max()) + 1
-    name_of = dict(zip(names.label, names.class_name, strict=True))
     shards = job.get("shards")
-    generated, source = training_set.read_generated(None if shards else job.get("filtered"), shards)
-    train, _ = training_set.method_training_set(split["train"], generated, source=source, **job["training_set"])
+    inputs = training_set.read_method_inputs(job["split"], job["training_set"],
+                                             filtered=None if shards else job.get("filtered"), shards=shards)
     filtered = job.get("filtered")
-    return run_probe(train, split["val"], split["test"], job["out_dir"], real_embeddings=job["real_embeddings"],
+    return run_probe(inputs.train, inputs.split["val"], inputs.split["test"], job["out_dir"],
+                     real_embeddings=job["real_embeddings"],
                      generated_embeddings=Path(filtered) / OUTPUT_FILES["embeddings"] if filtered else None,
-                     num_classes=num_classes, class_names=[name_of.get(c, str(c)) for c in range(num_classes)],
-                     **job["settings"])
+                     num_classes=inputs.num_classes, class_names=inputs.class_names, **job["settings"])

@@ -3,7 +3,8 @@
 One readable loop in the style of torchvision's reference ``train.py``:
 
 - data: image -> resize (bilinear) -> center crop -> [-1, 1]; its CLIP ``image_embeds``
-  (computed once up front: CLIP is frozen and its preprocessing deterministic);
+  (computed once up front: CLIP is frozen and its preprocessing deterministic); the dataset and
+  loader are in :mod:`sdi.training.data`, next to the classifier's;
 - loss: ``latents = vae.encode(x).latent_dist.sample() * scaling_factor``, ``t ~ U{0..T-1}``,
   DDPM ``add_noise``, ``MSE(unet(noisy, t, cond), noise)`` where ``cond`` is the prompt's
   hidden states with the ``class</w>`` row replaced by ``projector(clip_embeds)``, the
@@ -36,14 +37,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision import transforms
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sdi.config.tracking import TrackingConfig
 from sdi.io.artifacts import atomic_dir, atomic_write
 from sdi.io.faults import kill_point
-from sdi.io.images import load_rgb
 from sdi.models.conditioning import prompt_hidden_states, replace_placeholder
 from sdi.models.devices import DTYPES
 from sdi.models.folders import model_dims
@@ -51,6 +50,7 @@ from sdi.models.loaders import load_clip_vision, load_sd_pipeline
 from sdi.models.projector import SemanticProjector
 from sdi.pipeline.embeddings import clip_image_embeddings
 from sdi.training import checkpoints, distributed
+from sdi.training.data import ProjectorTrainingDataset, build_projector_loader
 from sdi.training.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -72,33 +72,6 @@ def drop_embeddings(embeds: torch.Tensor, drop_prob: float, generator: torch.Gen
         raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob}")
     keep = torch.rand(embeds.shape[0], generator=generator, device=embeds.device) >= drop_prob
     return embeds * keep.to(embeds.dtype)[:, None]
-
-
-def image_transform(size: int) -> transforms.Compose:
-    """PIL RGB -> [3, size, size] float32 in [-1, 1]: bilinear resize, center crop (METHOD section 2)."""
-    return transforms.Compose([
-        transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-    ])
-
-
-class ProjectorTrainingDataset(Dataset):
-    """Items ``{"pixels": [3, S, S] float32 in [-1, 1], "clip_embeds": [d_clip] float32}``."""
-
-    def __init__(self, paths: list[str], clip_embeds: torch.Tensor, image_size: int):
-        if len(paths) != len(clip_embeds):
-            raise ValueError(f"{len(paths)} images but {len(clip_embeds)} CLIP embeddings")
-        self.paths = list(paths)
-        self.clip_embeds = clip_embeds
-        self.transform = image_transform(image_size)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pixels": self.transform(load_rgb(self.paths[index])), "clip_embeds": self.clip_embeds[index]}
 
 
 @dataclass
@@ -236,18 +209,6 @@ def resume(out_dir: Path, settings: dict, epochs: int) -> Path | None:
     return None
 
 
-def build_loader(dataset: ProjectorTrainingDataset, batch_size: int, seed: int, generator: torch.Generator,
-                 num_workers: int) -> DataLoader:
-    """Shuffled batches of ``batch_size`` per process; under DDP each process loads its share of an
-    epoch (DistributedSampler, reshuffled per epoch by ``set_epoch``). ``generator`` (reseeded per
-    epoch by the caller) draws the single-process shuffle and the workers' seeds."""
-    world = distributed.world_size()
-    sampler = None if world == 1 else DistributedSampler(dataset, num_replicas=world, rank=distributed.rank(),
-                                                           shuffle=True, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
-                      num_workers=num_workers, drop_last=False)
-
-
 def train_one_epoch(projector: torch.nn.Module, frozen: FrozenModels, loader: DataLoader,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: ProjectorState, *,
                     drop_prob: float, generator: torch.Generator, autocast_dtype: torch.dtype | None,
@@ -327,8 +288,8 @@ def setup_run(paths: list[str], settings: dict, checkpoint: Path | None, *, sd_p
     clip_embeds = clip_image_embeddings(paths, clip_model, processor, batch_size=batch_size, num_workers=num_workers)
     del clip_model
     data_generator = torch.Generator()
-    loader = build_loader(ProjectorTrainingDataset(paths, clip_embeds, settings["image_size"]), batch_size, seed,
-                          data_generator, num_workers)
+    loader = build_projector_loader(ProjectorTrainingDataset(paths, clip_embeds, settings["image_size"]), batch_size,
+                                    seed, data_generator, num_workers)
     frozen = load_frozen_models(sd_path, vae_path, device=dev, dtype=MIXED_PRECISION[mixed_precision])
     if checkpoint is not None:
         bare = _checkpoint_projector(checkpoint)
