@@ -36,7 +36,8 @@ import torch  # noqa: E402
 import sdi  # noqa: E402,F401  (offline mode for the HF libraries)
 from sdi import NEGATIVE_PROMPT  # noqa: E402
 from sdi.models.devices import resolve_device  # noqa: E402
-from sdi.pipeline.generation import GenerationSettings, ImageGenerator, generate_shard  # noqa: E402
+from sdi.models.generator import GenerationSettings, ImageGenerator  # noqa: E402
+from sdi.pipeline.generation import generate_shard  # noqa: E402
 
 # One UNet forward of SD v1.5 on one 64x64 latent (512x512 image) with 77 text tokens, and one
 # VAE decode of a 64x64 latent, in TFLOP (2 x multiply-adds). Classifier-free guidance runs the
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="denoising steps (default: cpu 20, gpu 50)")
     parser.add_argument("--guidance", type=float, default=2.0, help="guidance scale (> 1: classifier-free guidance)")
     parser.add_argument("--batch-size", default="auto",
-                        help="engine batch size, or auto (sdi.pipeline.generation.auto_batch_size)")
+                        help="engine batch size, or auto (sdi.models.generator.auto_batch_size)")
     parser.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="GPU dtype (CPU: fp32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (both styles share it)")
     parser.add_argument("--peak-tflops", type=float, default=989.0,

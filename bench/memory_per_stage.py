@@ -140,7 +140,8 @@ def _run_stage(stage: str, batch: int, units: int, args: argparse.Namespace, wor
             _touch(pipe.unet, pipe.vae, pipe.text_encoder)
             dtype = "fp16"
         else:
-            from sdi.pipeline.generation import GenerationSettings, ImageGenerator, generate_shard
+            from sdi.models.generator import GenerationSettings, ImageGenerator
+            from sdi.pipeline.generation import generate_shard
 
             generator = ImageGenerator.from_folders(sd, vae, dtype="fp16", device=args.device)
             dtype = generator.dtype_name

@@ -66,7 +66,8 @@ def _classes(cfg: dict):
 def _test_top1(folder: Path, weights: Path, test: pd.DataFrame, workdir: Path) -> float:
     from safetensors.torch import load_file
 
-    from sdi.training.classifier import ManifestDataset, load_classifier
+    from sdi.training.checkpoints import load_classifier
+    from sdi.training.data import ManifestDataset
     from sdi.training.transforms import build_transforms
 
     model, cfg = load_classifier(folder)
@@ -200,7 +201,7 @@ def fidelity(workdir: Path, dataset: str, cfg: dict) -> dict:
     """Regenerate every real training image from its own projected embedding; judge class and look."""
     from sdi.config.validation import mini_world_paths
     from sdi.evaluation.judge import class_verdicts, in_looks, judge_looks, target_judge
-    from sdi.pipeline.generation import GenerationSettings, ImageGenerator
+    from sdi.models.generator import GenerationSettings, ImageGenerator
 
     emb = pd.read_parquet(workdir / f"results/{dataset}/embeddings.parquet")
     gen = ImageGenerator.from_folders(mini_world_paths(cfg)["sd"], device="cpu", dtype="fp32")

@@ -29,11 +29,12 @@ from safetensors.torch import load_file
 
 from sdi.models.conditioning import prompt_hidden_states
 from sdi.models.folders import model_dims, sd_weights_variant
+from sdi.models.generator import GenerationSettings, ImageGenerator
 from sdi.models.projector import SemanticProjector
 from sdi.models.random_models import build_fullsize_models
 from sdi.pipeline.embeddings import extract_embeddings, read_embeddings, write_embeddings
 from sdi.pipeline.filtering import filter_generated
-from sdi.pipeline.generation import GenerationSettings, ImageGenerator, generate_shard
+from sdi.pipeline.generation import generate_shard
 from sdi.pipeline.sampling import sample_class_embeddings
 from sdi.training.classifier import train_classifier
 from sdi.training.projector import train_projector

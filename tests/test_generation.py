@@ -27,19 +27,18 @@ from PIL import Image
 from sdi import NEGATIVE_PROMPT, PROMPT
 from sdi.io.artifacts import write_parquet
 from sdi.io.schemas import SHARD_COLUMNS
-from sdi.models.schedulers import METHOD_DDIM, SchedulerError, make_scheduler
-from sdi.pipeline.generation import (
+from sdi.models.generator import (
     AUTO_BATCH_CPU,
     GenerationError,
     GenerationSettings,
     ImageGenerator,
     auto_batch_size,
-    generate_shard,
-    regenerate_image,
     to_pil,
-    write_manifest,
 )
+from sdi.models.schedulers import METHOD_DDIM, SchedulerError, make_scheduler
+from sdi.pipeline.generation import generate_shard, write_manifest
 from sdi.pipeline.provenance import read_provenance, vector_sha256
+from sdi.pipeline.regenerate import regenerate_image
 
 REPO = Path(__file__).resolve().parents[1]
 D_CROSS = 32

@@ -2,7 +2,8 @@ from sdi.config.tracking import TrackingConfig
 from sdi.config.validation import execution_settings
 from sdi.io.faults import kill_point
 from sdi.io.jobs import logged
-from sdi.pipeline.generation import GenerationSettings, ImageGenerator, generate_shard, write_manifest
+from sdi.models.generator import GenerationSettings, ImageGenerator
+from sdi.pipeline.generation import generate_shard, write_manifest
 from sdi.pipeline.sampling import read_samples
 from sdi.training.tracking import image_grid, log_image
 

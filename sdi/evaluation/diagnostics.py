@@ -239,6 +239,21 @@ def run_diagnostics(real: pd.DataFrame, real_conditioning: np.ndarray | None, re
                                f"{len(test)}/{len(test_clip)}); pass one embedding row per table row")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    per_class, hist = _space_diagnostics(real, real_conditioning, real_clip, samples, sample_vectors, kept, kept_clip,
+                                         out_dir, k=k, projection_classes=projection_classes)
+    dup = duplicate_table(kept, kept_clip, real, real_clip, test, test_clip, duplicate_threshold)
+    summary = _summary(per_class, dup, n_kept=len(kept), k=k, duplicate_threshold=duplicate_threshold)
+    _write_outputs(out_dir, per_class, dup, summary, hist)
+    return summary
+
+
+def _space_diagnostics(real: pd.DataFrame, real_conditioning: np.ndarray | None, real_clip: np.ndarray,
+                       samples: pd.DataFrame | None, sample_vectors: np.ndarray | None, kept: pd.DataFrame,
+                       kept_clip: np.ndarray, out_dir: Path, *, k: int,
+                       projection_classes: int) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per-class diagnostics of each space (conditioning where the variant has vectors, then
+    clip_image) and their pooled nearest distances; draws the PCA projection (of the conditioning
+    space, or without vectors of the CLIP image space) into out_dir."""
     names = dict(zip(real["label"].astype(int), real["class_name"].astype(str), strict=False))
     real_labels = real["label"].to_numpy()
     tables, hist = [], {}
@@ -256,26 +271,32 @@ def run_diagnostics(real: pd.DataFrame, real_conditioning: np.ndarray | None, re
     if "conditioning" not in hist:  # no vectors (text baseline): project the CLIP image embeddings
         projection_figure(real_clip, real_labels, kept_clip, k_labels, names, out_dir / OUTPUT_FILES["projection"],
                           n_classes=projection_classes, title="CLIP image space, PCA: real (o) vs kept (x)")
-    per_class = pd.concat(tables, ignore_index=True)
-    dup = duplicate_table(kept, kept_clip, real, real_clip, test, test_clip, duplicate_threshold)
+    return pd.concat(tables, ignore_index=True), hist
 
-    summary = {
+
+def _summary(per_class: pd.DataFrame, dup: pd.DataFrame, *, n_kept: int, k: int, duplicate_threshold: float) -> dict:
+    """The content of summary.json: per space the class means of the per-class columns, and the duplicate counts."""
+    return {
         "k": k,
         "duplicate_threshold": duplicate_threshold,
         "spaces": {space: {c: _nanmean(group[c]) for c in ("nn_ratio", "precision", "recall", "density", "coverage")}
                    for space, group in per_class.groupby("space", sort=False)},
-        "n_kept": len(kept),
+        "n_kept": n_kept,
         "n_copies_train": int(dup["copies_train"].sum()),
         "n_overlaps_test": int(dup["overlaps_test"].sum()),
         "max_train_cosine": _nanmax(dup["train_cosine"]),
         "max_test_cosine": _nanmax(dup["test_cosine"]),
     }
+
+
+def _write_outputs(out_dir: Path, per_class: pd.DataFrame, dup: pd.DataFrame, summary: dict,
+                   hist: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """per_class.csv, near_duplicates.csv (highest train cosine first), summary.json and the distance figure."""
     atomic_write(out_dir / OUTPUT_FILES["per_class"], lambda tmp: per_class.to_csv(tmp, index=False))
     atomic_write(out_dir / OUTPUT_FILES["duplicates"],
                  lambda tmp: dup.sort_values("train_cosine", ascending=False).to_csv(tmp, index=False))
     atomic_write(out_dir / OUTPUT_FILES["summary"], lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
     distance_figure(hist, out_dir / OUTPUT_FILES["distances"])
-    return summary
 
 
 def diagnose_variant(embeddings_path: str | os.PathLike, samples_path: str | os.PathLike | None,

@@ -1,5 +1,5 @@
-"""Provenance of generated images: the model id, file layout and PNG metadata that let a
-shard resume and any image be regenerated bit for bit.
+"""Provenance of generated images: the file layout and PNG metadata that let a shard resume
+and any image be regenerated bit for bit (the models' id: :func:`sdi.models.generator.model_id`).
 """
 
 from __future__ import annotations
@@ -15,45 +15,11 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from sdi.io.artifacts import atomic_write
-from sdi.models.folders import check_sd_folder, check_vae_folder
 
 # Provenance fields that describe how an image was made but not what it should look like:
 # a stored image whose other fields match the current settings is kept on resume.
 _NOT_COMPARED = ("batch", "versions")
 PNG_KEY = "sdi"
-
-
-def _weights_fingerprint(folder: Path, hasher, chunk: int = 1 << 20) -> None:
-    # Fine-tunes of SD share its configs exactly; the first and last MiB of each weight file
-    # tell them apart without reading gigabytes.
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and f.name.endswith((".safetensors", ".bin")):
-            size = f.stat().st_size
-            hasher.update(f"{f.name}:{size}".encode())
-            with open(f, "rb") as fh:
-                hasher.update(fh.read(chunk))
-                if size > chunk:
-                    fh.seek(max(chunk, size - chunk))
-                    hasher.update(fh.read(chunk))
-
-
-def model_id(sd_path: str | Path, vae_path: str | Path | None = None) -> str:
-    """Short hash (16 hex) identifying the models: configs plus a fingerprint of the weights.
-
-    Covers ``model_index.json``, the ``config.json`` of unet/, vae/ and text_encoder/, the
-    separate VAE folder's config when given, and for each of those folders the weight file
-    names, sizes, first and last MiB. Folder paths are not part of it.
-    """
-    sd = check_sd_folder(sd_path)
-    hasher = hashlib.sha256()
-    hasher.update((sd / "model_index.json").read_bytes())
-    folders = [sd / "unet", sd / "vae", sd / "text_encoder"]
-    if vae_path:
-        folders.append(check_vae_folder(vae_path))
-    for folder in folders:
-        hasher.update((folder / "config.json").read_bytes())
-        _weights_fingerprint(folder, hasher)
-    return hasher.hexdigest()[:16]
 
 
 def class_folder(label: int, class_name: str) -> str:

@@ -75,18 +75,11 @@ def table_paths(root: str | Path, key: str = "datasets.<name>.root", files: dict
     return paths
 
 
-def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict | None = None,
-               columns: dict | None = None) -> pd.DataFrame:
-    """Images named by file lists (``files: {train, test, val?}``, relative to root unless
-    absolute); image paths in the lists are relative to root. Columns (``columns``, defaults
-    path / label / class_name): a path and a label or a class name or both. Without labels,
-    labels follow the sorted class names; without class names, a label's text is its name."""
-    root = require_root(root, key, "the folder the image paths of the file lists are relative to")
+def _read_lists(root: Path, files: dict, key: str, cols: dict, named: dict) -> dict[str, tuple[Path, pd.DataFrame]]:
+    """Each subset's file list, after checking it has the path column and every configured column."""
     columns_key = _sibling_key(key, "columns")
-    named = {k: v for k, v in (columns or {}).items() if v}
-    cols = {**TABLE_COLUMNS, **named}
     frames = {}
-    for subset, path in _table_files(root, files or {}, key).items():
+    for subset, path in _table_files(root, files, key).items():
         frame = read_file_list(path, f"{_sibling_key(key, 'files')}.{subset}")
         have = [str(c) for c in frame.columns]
         for field in ("path", *named):
@@ -94,46 +87,67 @@ def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict 
                 raise DatasetError(f"{path}: no column {cols[field]!r} (columns: {', '.join(have)}); "
                                    f"set {columns_key}.{field} to one of them")
         frames[subset] = (path, frame)
-    first_path, first = frames["train"]
+    return frames
+
+
+def _class_fields(first_path: Path, first: pd.DataFrame, cols: dict, columns_key: str) -> list[str]:
+    """Which of label and class_name the lists hold (as the train list has them); at least one."""
     use = [f for f in ("label", "class_name") if cols[f] in first.columns]
     if not use:
         raise DatasetError(f"{first_path}: neither a label column {cols['label']!r} nor a class name column "
                            f"{cols['class_name']!r} (columns: {', '.join(map(str, first.columns))}); set "
                            f"{columns_key}.label or {columns_key}.class_name")
-    parts = []
-    for subset, (path, frame) in frames.items():
-        for field in use:
-            if cols[field] not in frame.columns:
-                raise DatasetError(f"{path}: no column {cols[field]!r}, which {first_path} has; every list needs "
-                                   f"the same columns ({columns_key})")
-        part = pd.DataFrame({"image_id": frame[cols["path"]].astype(str), "subset": subset, "listed_in": str(path)})
-        if "label" in use:
-            labels = pd.to_numeric(frame[cols["label"]], errors="coerce")
-            bad = labels.isna() | (labels % 1 != 0)
-            if bad.any():
-                examples = frame[cols["label"]][bad].astype(str).head(5).tolist()
-                raise DatasetError(f"{path}: column {cols['label']!r} must hold integer labels; found "
-                                   f"{', '.join(examples)}")
-            part["raw_label"] = labels.astype("int64").to_numpy()
-        if "class_name" in use:
-            part["class_name"] = frame[cols["class_name"]].astype(str).str.strip().to_numpy()
-        parts.append(part)
-    table = pd.concat(parts, ignore_index=True)
+    return use
+
+
+def _subset_rows(subset: str, path: Path, frame: pd.DataFrame, use: list[str], cols: dict, first_path: Path,
+                 columns_key: str) -> pd.DataFrame:
+    """One list's rows: image_id, subset, listed_in, and raw_label and/or class_name (those of use)."""
+    for field in use:
+        if cols[field] not in frame.columns:
+            raise DatasetError(f"{path}: no column {cols[field]!r}, which {first_path} has; every list needs "
+                               f"the same columns ({columns_key})")
+    part = pd.DataFrame({"image_id": frame[cols["path"]].astype(str), "subset": subset, "listed_in": str(path)})
+    if "label" in use:
+        labels = pd.to_numeric(frame[cols["label"]], errors="coerce")
+        bad = labels.isna() | (labels % 1 != 0)
+        if bad.any():
+            examples = frame[cols["label"]][bad].astype(str).head(5).tolist()
+            raise DatasetError(f"{path}: column {cols['label']!r} must hold integer labels; found "
+                               f"{', '.join(examples)}")
+        part["raw_label"] = labels.astype("int64").to_numpy()
+    if "class_name" in use:
+        part["class_name"] = frame[cols["class_name"]].astype(str).str.strip().to_numpy()
+    return part
+
+
+def _check_unique_paths(table: pd.DataFrame, key: str) -> None:
+    """Raise DatasetError if a path is listed more than once (in one list or across lists)."""
     dup = table[table.image_id.duplicated(keep=False)]
     if len(dup):
         lines = [f"{p} ({', '.join(sorted(set(g.listed_in)))})" for p, g in dup.groupby("image_id")]
         raise DatasetError(f"{len(lines)} path(s) listed more than once in the file lists of "
                            f"{_sibling_key(key, 'files')}; an image belongs to one split only:{_listing(lines)}")
-    if "raw_label" in table and "class_name" in table:
-        for column, other in (("raw_label", "class_name"), ("class_name", "raw_label")):
-            clash = table.groupby(column)[other].nunique()
-            clash = clash[clash > 1]
-            if len(clash):
-                first_clash = clash.index[0]
-                found = sorted(map(str, table[table[column] == first_clash][other].unique()))
-                raise DatasetError(f"file lists of {_sibling_key(key, 'files')}: {cols[column.replace('raw_', '')]} "
-                                   f"{first_clash!r} goes with several {cols[other.replace('raw_', '')]} values "
-                                   f"({', '.join(found)}); each class needs one label and one name")
+
+
+def _check_one_name_per_label(table: pd.DataFrame, cols: dict, key: str) -> None:
+    """With both labels and class names: raise DatasetError unless they map one to one."""
+    if "raw_label" not in table or "class_name" not in table:
+        return
+    for column, other in (("raw_label", "class_name"), ("class_name", "raw_label")):
+        clash = table.groupby(column)[other].nunique()
+        clash = clash[clash > 1]
+        if len(clash):
+            first_clash = clash.index[0]
+            found = sorted(map(str, table[table[column] == first_clash][other].unique()))
+            raise DatasetError(f"file lists of {_sibling_key(key, 'files')}: {cols[column.replace('raw_', '')]} "
+                               f"{first_clash!r} goes with several {cols[other.replace('raw_', '')]} values "
+                               f"({', '.join(found)}); each class needs one label and one name")
+
+
+def _assign_labels(table: pd.DataFrame) -> list[str]:
+    """Set table's label (0..C-1, in the order of the raw labels, else of the sorted class names)
+    and class_name (a raw label's text where the lists have none); returns the class names."""
     if "raw_label" in table:
         order = sorted(table.raw_label.unique().tolist())
         if "class_name" not in table:
@@ -144,6 +158,28 @@ def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict 
     else:
         class_names = sorted(table.class_name.unique().tolist())
         table["label"] = table.class_name.map({v: i for i, v in enumerate(class_names)})
+    return class_names
+
+
+def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict | None = None,
+               columns: dict | None = None) -> pd.DataFrame:
+    """Images named by file lists (``files: {train, test, val?}``, relative to root unless
+    absolute); image paths in the lists are relative to root. Columns (``columns``, defaults
+    path / label / class_name): a path and a label or a class name or both. Without labels,
+    labels follow the sorted class names; without class names, a label's text is its name."""
+    root = require_root(root, key, "the folder the image paths of the file lists are relative to")
+    columns_key = _sibling_key(key, "columns")
+    named = {k: v for k, v in (columns or {}).items() if v}
+    cols = {**TABLE_COLUMNS, **named}
+    frames = _read_lists(root, files or {}, key, cols, named)
+    first_path, first = frames["train"]
+    use = _class_fields(first_path, first, cols, columns_key)
+    parts = [_subset_rows(subset, path, frame, use, cols, first_path, columns_key)
+             for subset, (path, frame) in frames.items()]
+    table = pd.concat(parts, ignore_index=True)
+    _check_unique_paths(table, key)
+    _check_one_name_per_label(table, cols, key)
+    class_names = _assign_labels(table)
     table["path"] = [str(root / p) for p in table.image_id]
     for listed_in, group in table.groupby("listed_in"):
         _require_images(group.path, listed_in)
