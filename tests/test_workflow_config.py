@@ -1,9 +1,16 @@
-"""Config errors fail at DAG build, before any job, and name the key; dry runs plan."""
+"""Config errors fail at DAG build, before any job, and name the key; dry runs plan.
+
+One test runs the Snakemake CLI on a bad config (the error is raised while the Snakefile is read, before
+any job); the others call what the workflow calls there, :func:`sdi.config.planning.check_config`, on the
+config Snakemake would load, as a Snakemake process would add nothing to them but its start-up time."""
 
 import re
 
 import pytest
 import yaml
+
+from sdi.config.planning import ConfigError, check_config
+from sdi.config.validation import merged_config_files
 
 from helpers import edit_config, run_snakemake
 
@@ -18,49 +25,56 @@ def _fails_before_any_job(workflow, *expected):
     assert not (workflow / "resources").exists()
 
 
+def _fails_planning(workflow, monkeypatch, *expected):
+    """check_config on workflow's config (relative paths from workflow, as in a run there) raises naming
+    every text of expected, and writes nothing into the working directory."""
+    monkeypatch.chdir(workflow)
+    config = merged_config_files(workflow / "config" / "config.yaml")
+    with pytest.raises(ConfigError) as err:
+        check_config(config, workflow / "config" / "schema.yaml")
+    for text in expected:
+        assert text in str(err.value), str(err.value)
+    assert not (workflow / "results").exists() and not (workflow / "resources").exists()
+
+
 @pytest.mark.workflow
 def test_unknown_key_is_named(workflow):
     edit_config(workflow, lambda c: c["split"].update(val_fracton=0.3))
     _fails_before_any_job(workflow, "config.split.val_fracton: unknown key", "val_fraction")
 
 
-@pytest.mark.workflow
-def test_wrong_type_is_named(workflow):
+def test_wrong_type_is_named(workflow, monkeypatch):
     edit_config(workflow, lambda c: c["split"].update(val_fraction="a fifth"))
-    _fails_before_any_job(workflow, "config.split.val_fraction: 'a fifth' is not of type 'number'")
+    _fails_planning(workflow, monkeypatch, "config.split.val_fraction: 'a fifth' is not of type 'number'")
 
 
-@pytest.mark.workflow
-def test_unknown_dataset_format_is_named(workflow):
+def test_unknown_dataset_format_is_named(workflow, monkeypatch):
     edit_config(workflow, lambda c: c["datasets"]["cub"].update(format="coco"))
-    _fails_before_any_job(workflow, "config.datasets.cub.format: 'coco' is not one of")
+    _fails_planning(workflow, monkeypatch, "config.datasets.cub.format: 'coco' is not one of")
 
 
-@pytest.mark.workflow
-def test_missing_root_is_named(workflow, tmp_path):
+def test_missing_root_is_named(workflow, tmp_path, monkeypatch):
     missing = tmp_path / "CUB_200_2011"
     edit_config(workflow, lambda c: c["datasets"]["cub"].update(root=str(missing)))
-    _fails_before_any_job(workflow, f"config.datasets.cub.root: folder {missing} does not exist")
+    _fails_planning(workflow, monkeypatch, f"config.datasets.cub.root: folder {missing} does not exist")
 
 
-@pytest.mark.workflow
-def test_missing_model_folder_is_named(workflow, tmp_path):
+def test_missing_model_folder_is_named(workflow, tmp_path, monkeypatch):
     edit_config(workflow, lambda c: c["models"].update(tiny=False, sd=str(tmp_path / "sd15"), clip=None))
-    _fails_before_any_job(workflow, "config.models.clip: not set")
+    _fails_planning(workflow, monkeypatch, "config.models.clip: not set")
     edit_config(workflow, lambda c: c["models"].update(clip=str(tmp_path / "clip")))
-    _fails_before_any_job(workflow, "config.models.sd: folder", "does not exist")
+    _fails_planning(workflow, monkeypatch, "config.models.sd: folder", "does not exist")
 
 
-@pytest.mark.workflow
-def test_mini_world_with_model_folders_is_named(workflow, tmp_path):
+def test_mini_world_with_model_folders_is_named(workflow, tmp_path, monkeypatch):
     edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache"),
                                                          sd=str(tmp_path / "sd15"), clip=str(tmp_path / "clip")))
-    _fails_before_any_job(workflow, "config.models.mini is true", "config.models.sd, config.models.clip is set too")
+    _fails_planning(workflow, monkeypatch, "config.models.mini is true",
+                    "config.models.sd, config.models.clip is set too")
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.workflow
-def test_a_partial_mini_world_is_named_at_planning(workflow, tmp_path):
+def test_a_partial_mini_world_is_named_at_planning(workflow, tmp_path, monkeypatch):
     """A world folder that a killed build or a user left incomplete: Snakemake would trust it as rule
     mini_world's output, so planning fails naming the file."""
     from sdi.models.mini_world import Recipe, world_folder
@@ -69,7 +83,7 @@ def test_a_partial_mini_world_is_named_at_planning(workflow, tmp_path):
     (world / "sd").mkdir(parents=True)
     (world / "clip").mkdir()
     edit_config(workflow, lambda c: c["models"].update(mini=True, mini_root=str(tmp_path / "cache")))
-    _fails_before_any_job(workflow, "config.models.mini_root:", f"{world}/manifest.json: missing")
+    _fails_planning(workflow, monkeypatch, "config.models.mini_root:", f"{world}/manifest.json: missing")
     assert (world / "sd").is_dir()  # reported, not removed
 
 
@@ -97,15 +111,14 @@ def test_dry_run_plans_the_demo_split(workflow):
     assert not (workflow / "results").exists()
 
 
-@pytest.mark.workflow
 @pytest.mark.parametrize(("method", "entry", "expected"), [
     ("sdi", {"variant": "gauss-g2.0", "multiples": 0}, "config.experiments.methods.sdi.multiples"),
     ("real", {"pool": "kept"}, "config.experiments.methods.real.pool: the method has no variant"),
     ("plain", {"augment_at": "raw"}, "config.experiments.methods.plain.augment_at: 'raw'"),
 ])
-def test_bad_method_fails_before_any_job(workflow, method, entry, expected):
+def test_bad_method_fails_before_any_job(workflow, monkeypatch, method, entry, expected):
     edit_config(workflow, lambda c: c["experiments"]["methods"].update({method: entry}))
-    _fails_before_any_job(workflow, expected)
+    _fails_planning(workflow, monkeypatch, expected)
 
 
 @pytest.mark.workflow
@@ -130,10 +143,9 @@ def test_paper_cub_config_plans_the_whole_matrix(workflow, tiny_models, tmp_path
     assert not (workflow / "results").exists()
 
 
-@pytest.mark.workflow
-def test_device_is_validated(workflow):
+def test_device_is_validated(workflow, monkeypatch):
     edit_config(workflow, lambda c: c.update(device="gpu"))
-    _fails_before_any_job(workflow, "config.device: 'gpu' does not match")
+    _fails_planning(workflow, monkeypatch, "config.device: 'gpu' does not match")
 
 
 @pytest.mark.workflow
