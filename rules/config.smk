@@ -37,8 +37,6 @@ TEXT_VARIANTS = [
 ]
 SHARDS = list(range(config["generation"]["shards"]))
 METHODS = methods(config)
-# protocols that train a network (epochs, log.csv curves), README "Choosing an evaluation protocol"
-TRAINED = ("scratch", "finetune")
 SEEDS = config["experiments"]["seeds"]
 
 

@@ -1,5 +1,60 @@
 # Dataset stage: the embedded demo dataset, MedMNIST arrays as PNG files and the
 # train/val/test manifests.
+from sdi.data.readers.base import DatasetError
+from sdi.data.readers.cub import CUB_FILES
+from sdi.data.readers.medmnist import npz_path
+
+
+def dataset_entry(wildcards):
+    entry = config["datasets"][wildcards.dataset]
+    if not entry.get("root"):
+        raise WorkflowError(
+            f"{dataset_key(wildcards.dataset)} is null: set it to the dataset folder "
+            f"to build results/{wildcards.dataset}/"
+        )
+    return entry
+
+
+def dataset_files(wildcards):
+    """What the split reads, so that any change to the dataset reruns it.
+
+    The demo is written by rule demo_dataset: its metadata files and images folder.
+    MedMNIST: the PNG folder of rule medmnist_images. Every other format: a listing of the
+    dataset's files (path, size, mtime), written before the DAG is built (write_listings).
+    """
+    entry = dataset_entry(wildcards)
+    root, fmt = entry["root"], entry["format"]
+    if entry.get("builtin"):
+        return {
+            "meta": [f"{root}/{n}" for n in CUB_FILES],
+            "images": f"{root}/images",
+        }
+    if fmt == "medmnist":
+        return {"images": paths.medmnist_images(wildcards.dataset)}
+    if wildcards.dataset in LISTING_ERRORS:
+        raise WorkflowError(LISTING_ERRORS[wildcards.dataset])
+    return {"listing": dataset_listing_path(wildcards.dataset)}
+
+
+def split_root(wildcards):
+    """The folder the split reads: the dataset root, or for MedMNIST its PNG folder."""
+    if dataset_entry(wildcards)["format"] == "medmnist":
+        return paths.medmnist_images(wildcards.dataset)
+    return dataset_entry(wildcards)["root"]
+
+
+def medmnist_npz(wildcards):
+    """The dataset's official .npz file (config keys root, flag, size)."""
+    entry = dataset_entry(wildcards)
+    try:
+        return npz_path(
+            entry["root"],
+            entry["flag"],
+            entry["size"],
+            dataset_key(wildcards.dataset),
+        )
+    except DatasetError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 rule demo_dataset:
@@ -66,7 +121,7 @@ rule medmnist_images:
     input:
         npz=medmnist_npz,
     output:
-        directory("results/{dataset}/images"),
+        directory(paths.medmnist_images()),
     log:
         "logs/{dataset}/medmnist_images.log",
     benchmark:
@@ -76,8 +131,8 @@ rule medmnist_images:
             name for name, e in config["datasets"].items() if e["format"] == "medmnist"
         ),
     params:
-        flag=lambda w: dataset_entry(w)["flag"],
-        size=lambda w: dataset_entry(w)["size"],
+        flag=lookup(dpath="datasets/{dataset}/flag", within=config),
+        size=lookup(dpath="datasets/{dataset}/size", within=config),
     threads: job_threads("medmnist_images")
     resources:
         **job_resources("medmnist_images"),
@@ -91,15 +146,15 @@ rule split:
     input:
         unpack(dataset_files),
     output:
-        directory("results/{dataset}/split"),
+        directory(paths.split()),
     log:
         "logs/{dataset}/split.log",
     benchmark:
         "benchmarks/{dataset}/split.tsv"
     params:
-        format=lambda w: dataset_entry(w)["format"],
+        format=lookup(dpath="datasets/{dataset}/format", within=config),
         root=split_root,
-        options=dataset_options,
+        options=lambda w: entry_options(dataset_entry(w)),
         val_fraction=config["split"]["val_fraction"],
         val_source=config["split"]["val_source"],
         seed=config["split"]["seed"],

@@ -3,6 +3,9 @@
 # WebDataset shards). On demand only: `snakemake results/<dataset>/export/<method>`.
 import os
 
+from sdi.config.experiments import methods, run_snapshot
+from sdi.config.validation import variant_settings
+
 # `default`: real + the kept images of default_variant, unless a method is named so.
 DEFAULT_EXPORT = {"variant": DEFAULT_VARIANT}
 
@@ -26,7 +29,7 @@ def export_method(wildcards):
 def export_input(wildcards):
     return {
         **method_synthetic(wildcards.dataset, export_method(wildcards)),
-        "split": f"results/{wildcards.dataset}/split",
+        "split": paths.split(wildcards.dataset),
     }
 
 

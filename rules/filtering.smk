@@ -1,13 +1,26 @@
 # Filtering (METHOD section 6): CLIP score per generated image, keep the top per class.
 # One rule for every variant; the default variant's copy only writes to results/<dataset>/filtered.
+from sdi.config.validation import variant_settings
+
+
+def filtered_variant(wildcards):
+    """The variant a filter job keeps images of: rule filter's other_variant, or for rule
+    filter_default (results/<dataset>/filtered) the default variant."""
+    return getattr(wildcards, "other_variant", None) or DEFAULT_VARIANT
+
+
+def filter_settings(wildcards):
+    return variant_settings(config, filtered_variant(wildcards))
 
 
 rule filter:
     input:
         unpack(lambda w: model_input("clip")),
-        shards=shard_manifests,
+        shards=lambda w: [
+            paths.shard(w.dataset, filtered_variant(w), i) for i in SHARDS
+        ],
     output:
-        directory("results/{dataset}/sei/{other_variant}/filtered"),
+        directory(paths.filtered_dir(variant="{other_variant}")),
     log:
         "logs/{dataset}/{other_variant}/filter.log",
     benchmark:
@@ -15,8 +28,8 @@ rule filter:
     params:
         models=MODELS,
         filter_clip=config["models"]["filter_clip"],
-        keep_ratio=lambda w: variant_settings(config, filtered_variant(w))["keep_ratio"],
-        score=lambda w: variant_settings(config, filtered_variant(w))["score"],
+        keep_ratio=lambda w: filter_settings(w)["keep_ratio"],
+        score=lambda w: filter_settings(w)["score"],
         dtype=config["generation"]["dtype"],
     threads: job_threads("filter")
     resources:
@@ -29,7 +42,7 @@ rule filter:
 
 use rule filter as filter_default with:
     output:
-        directory("results/{dataset}/filtered"),
+        directory(paths.filtered_dir(variant=None)),
     log:
         "logs/{dataset}/filter.log",
     benchmark:
@@ -41,9 +54,9 @@ use rule filter as filter_default with:
 rule image_embeddings:
     input:
         unpack(lambda w: model_input("clip")),
-        split="results/{dataset}/split",
+        split=paths.split(),
     output:
-        "results/{dataset}/image_embeddings.parquet",
+        paths.image_embeddings(),
     log:
         "logs/{dataset}/image_embeddings.log",
     benchmark:

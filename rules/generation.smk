@@ -1,12 +1,18 @@
 # Generation (METHOD section 5): one job per shard of a variant's samples.
+from sdi.config.validation import variant_settings
+
+
+def variant(wildcards):
+    """Resolved settings of a variant: its sampler plus generation/filter keys."""
+    return variant_settings(config, wildcards.variant)
 
 
 rule generate:
     input:
         unpack(lambda w: model_input("sd", "vae")),
-        samples=lambda w: f"results/{w.dataset}/samples/{sampler_of(w.variant)}.parquet",
+        samples=lambda w: paths.samples(w.dataset, variant(w)["sampler"]),
     output:
-        "results/{dataset}/sei/{variant}/shards/{shard}.parquet",
+        paths.shard(),
     log:
         "logs/{dataset}/{variant}/generate_{shard}.log",
     benchmark:

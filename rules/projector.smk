@@ -4,9 +4,9 @@
 rule train_projector:
     input:
         unpack(lambda w: model_input("sd", "clip")),
-        split="results/{dataset}/split",
+        split=paths.split(),
     output:
-        projector=directory("results/{dataset}/projector/final"),
+        projector=directory(paths.projector_dir()),
         loss="results/{dataset}/projector/loss.csv",
     log:
         "logs/{dataset}/train_projector.log",
@@ -30,10 +30,10 @@ rule train_projector:
 rule embeddings:
     input:
         unpack(lambda w: model_input("clip")),
-        split="results/{dataset}/split",
-        projector="results/{dataset}/projector/final",
+        split=paths.split(),
+        projector=paths.projector_dir(),
     output:
-        "results/{dataset}/embeddings.parquet",
+        paths.embeddings(),
     log:
         "logs/{dataset}/embeddings.log",
     benchmark:

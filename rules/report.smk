@@ -1,22 +1,79 @@
 # Experiments and report: distribution diagnostics per variant, report figures, the summary
-# table over datasets x methods x seeds. Figures are marked for `snakemake --report`.
+# table over datasets x methods x seeds. Figures are marked for `snakemake --report`. Figures and
+# the summary table take seconds and little memory: on a cluster they run on the submit host
+# (localrule) instead of waiting in the queue.
+from sdi.config.protocols import PROTOCOLS, TRAINED
+from sdi.config.validation import enabled_datasets, variant_settings, without_execution
 
 
-# Figures and the summary table take seconds and little memory: on a cluster they run on
-# the submit host instead of waiting in the queue.
-localrules:
-    report_filter_figures,
-    training_curves,
-    summary,
+def report_targets(dataset):
+    """Per-dataset report figures and diagnostics."""
+    targets = [
+        f"results/{dataset}/report/training_curves.png",
+        f"results/{dataset}/report/overview.png",
+    ]
+    for v in VARIANTS:
+        targets += [
+            f"results/{dataset}/report/{v}/{name}.png"
+            for name in ("grid", "scores", "counts")
+        ]
+        targets.append(f"results/{dataset}/diagnostics/{v}/summary.json")
+    return targets
+
+
+def diagnostics_samples(wildcards):
+    """SEI variants: their sampler's vectors; the text baseline has none."""
+    settings = variant_settings(config, wildcards.variant)
+    if settings["mode"] != "sei":
+        return {}
+    return {"samples": paths.samples(wildcards.dataset, settings["sampler"])}
+
+
+def summary_runs():
+    """Every classifier run of the enabled datasets: {dataset, method, seed, metrics}."""
+    return [
+        {"dataset": d, "method": m, "seed": s, "metrics": f"{r}/metrics.json"}
+        for d in enabled_datasets(config)
+        for m, s, r in classifier_runs(d)
+    ]
+
+
+def stage_benchmarks(dataset, method):
+    """Benchmark files of the upstream stages a method needs, named after their logs
+    (logs/X.log -> benchmarks/X.tsv); the summary counts those that exist. A protocol that
+    trains no network (linear_probe) reads the real images' stored CLIP embeddings."""
+    v = METHODS[method]["variant"]
+    probe = (
+        []
+        if PROTOCOLS[METHODS[method]["protocol"]].trains_network
+        else [f"benchmarks/{dataset}/image_embeddings.tsv"]
+    )
+    if v is None:
+        return probe
+    settings = variant_settings(config, v)
+    files = [f"benchmarks/{dataset}/split.tsv", *probe]
+    if settings["mode"] == "sei":
+        files += [
+            f"benchmarks/{dataset}/train_projector.tsv",
+            f"benchmarks/{dataset}/embeddings.tsv",
+        ]
+    files.append(f"benchmarks/{dataset}/sample_{settings['sampler']}.tsv")
+    files += [f"benchmarks/{dataset}/{v}/generate_{i}.tsv" for i in SHARDS]
+    files.append(
+        f"benchmarks/{dataset}/filter.tsv"
+        if v == DEFAULT_VARIANT
+        else f"benchmarks/{dataset}/{v}/filter.tsv"
+    )
+    return files
 
 
 rule diagnostics:
     input:
         unpack(lambda w: model_input("clip")),
         unpack(diagnostics_samples),
-        embeddings="results/{dataset}/embeddings.parquet",
+        embeddings=paths.embeddings(),
         filtered=lambda w: filtered_dir(w.dataset, w.variant),
-        split="results/{dataset}/split",
+        split=paths.split(),
     output:
         summary="results/{dataset}/diagnostics/{variant}/summary.json",
         per_class="results/{dataset}/diagnostics/{variant}/per_class.csv",
@@ -59,7 +116,7 @@ rule diagnostics:
 
 rule report_filter_figures:
     input:
-        split="results/{dataset}/split",
+        split=paths.split(),
         filtered=lambda w: filtered_dir(w.dataset, w.variant),
     output:
         grid=report(
@@ -95,6 +152,7 @@ rule report_filter_figures:
         "logs/{dataset}/{variant}/report_filter_figures.log",
     params:
         grid=config["report"],
+    localrule: True
     threads: job_threads("report_filter_figures")
     resources:
         **job_resources("report_filter_figures"),
@@ -124,6 +182,7 @@ rule training_curves:
             f"{METHODS[m]['label']} s{s}"
             for m, s, _ in classifier_runs(w.dataset, TRAINED)
         ],
+    localrule: True
     threads: job_threads("training_curves")
     resources:
         **job_resources("training_curves"),
@@ -135,7 +194,7 @@ rule training_curves:
 
 rule summary:
     input:
-        metrics=summary_metrics,
+        metrics=[r["metrics"] for r in summary_runs()],
     output:
         csv="results/summary.csv",
         md="results/summary.md",
@@ -162,6 +221,7 @@ rule summary:
             m: [f for d in enabled_datasets(config) for f in stage_benchmarks(d, m)]
             for m in METHODS
         },
+    localrule: True
     threads: job_threads("summary")
     resources:
         **job_resources("summary"),
@@ -173,7 +233,7 @@ rule summary:
 
 rule overview:
     input:
-        split="results/{dataset}/split",
+        split=paths.split(),
         sdi=lambda w: filtered_dir(w.dataset, DEFAULT_VARIANT),
         text=lambda w: [filtered_dir(w.dataset, v) for v in TEXT_VARIANTS[:1]],
     output:

@@ -1,18 +1,25 @@
 # SEI sampling (METHOD section 4): conditioning vectors per class, one table per sampler.
-# Variants that share a sampler (e.g. two guidance scales) share its samples.
+# Variants that share a sampler (e.g. two guidance scales) share its samples. SEI samplers read the
+# projected embeddings; the text baseline only the split.
 
 
 rule sample:
     input:
-        unpack(sampler_input),
+        unpack(
+            branch(
+                lookup(dpath="samplers/{sampler}/method", within=config),
+                cases={"text": {"split": paths.split()}},
+                otherwise={"embeddings": paths.embeddings()},
+            )
+        ),
     output:
-        "results/{dataset}/samples/{sampler}.parquet",
+        paths.samples(),
     log:
         "logs/{dataset}/sample_{sampler}.log",
     benchmark:
         "benchmarks/{dataset}/sample_{sampler}.tsv"
     params:
-        sampler=lambda w: config["samplers"][w.sampler],
+        sampler=lookup(dpath="samplers/{sampler}", within=config),
         shards=config["generation"]["shards"],
         run_seed=config["generation"]["seed"],
     threads: job_threads("sample")

@@ -11,6 +11,7 @@ import torch
 import torchvision
 import yaml
 
+from sdi.config import protocols
 from sdi.config.planning import ConfigError, check_config
 from sdi.config.validation import merged_config_files
 from sdi.models.backbones import BackboneError, head_keys, load_backbone, weights_problems
@@ -129,6 +130,17 @@ def test_planning_checks_weights_protocols_and_frozen_layers(tmp_path, monkeypat
     assert "config.models.clip: not set" in _problems(config)
     check_config(_config(tmp_path, arch="resnet18", weights="r18.pth", methods=ft, finetune={"frozen": ["layer1"]}),
                  SCHEMA)
+
+
+def test_the_schema_offers_the_protocols_of_the_registry():
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    classifier = schema["classifier"]["properties"]
+    method = schema["experiments"]["properties"]["methods"]["additionalProperties"]["properties"]
+    assert classifier["protocol"]["enum"] == method["protocol"]["enum"] == list(protocols.NAMES)
+    assert classifier["protocol"]["default"] == protocols.DEFAULT == "scratch"
+    assert set(protocols.PROTOCOL_KEYS) <= set(classifier)  # every protocol's own section is a key
+    assert (protocols.TRAINED, protocols.PROBED, protocols.WEIGHTED) == (("scratch", "finetune"), ("linear_probe",),
+                                                                        ("finetune",))
 
 
 # --------------------------------------------------------------------------- the linear probe

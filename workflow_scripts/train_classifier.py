@@ -21,6 +21,7 @@ from dataclasses import asdict
 import torch
 
 from sdi.config.experiments import write_run_config
+from sdi.config.protocols import DEFAULT, PROTOCOLS, WEIGHTED
 from sdi.config.tracking import TrackingConfig
 from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
@@ -30,9 +31,10 @@ execution = execution_settings(snakemake.config, "classifier")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
     inp, p = snakemake.input, snakemake.params
     weights = snakemake.config["classifier"].get("weights")
-    if weights and p.settings.get("protocol", "scratch") == "scratch":
-        log.info("protocol scratch: classifier.weights (%s) is ignored, the network starts from random weights "
-                 "(protocol finetune uses it)", weights)
+    protocol = p.settings.get("protocol", DEFAULT)  # scratch's settings leave it out (as before protocols)
+    if weights and not PROTOCOLS[protocol].uses_weights:
+        log.info("protocol %s: classifier.weights (%s) is ignored, the network starts from random weights "
+                 "(protocol %s uses it)", protocol, weights, " or ".join(WEIGHTED))
     torch.set_num_threads(max(1, snakemake.threads))  # stay within the rule's cores
     write_run_config(p.snapshot, snakemake.output.run_config)
     job = {"split": inp.split, "filtered": inp.get("filtered"), "shards": list(inp.get("shards") or []) or None,

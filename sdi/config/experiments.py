@@ -9,6 +9,7 @@ import os
 
 import yaml
 
+from sdi.config.protocols import DEFAULT, PROBED, PROTOCOL_KEYS, PROTOCOLS, TRAINED, WEIGHTED
 from sdi.config.validation import without_execution
 from sdi.io.artifacts import atomic_write
 
@@ -19,7 +20,6 @@ FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.varia
 # sdi.pipeline.training_set.method_training_set (here, so that planning need not import pandas).
 TRAINING_SET_KEYS = ("variant", "pool", "multiples", "real_copies", "keep_ratio", "draw_seed")
 SYNTHETIC_KEYS = ("multiples", "pool", "keep_ratio", "draw_seed")  # meaningful only with a variant
-PROTOCOL_KEYS = ("protocol", "weights", "finetune", "linear_probe")  # of config.classifier, not scratch's
 
 
 # --------------------------------------------------------------------------- the matrix
@@ -48,14 +48,14 @@ def methods(config: dict) -> dict[str, dict]:
             "real_copies": int(entry.get("real_copies", 0)),
             "keep_ratio": entry.get("keep_ratio"),
             "draw_seed": int(entry.get("draw_seed", 0)),
-            "protocol": entry.get("protocol", classifier.get("protocol", "scratch")),
+            "protocol": entry.get("protocol", classifier.get("protocol", DEFAULT)),
         }
     return out
 
 
 def classifier_settings(config: dict, entry: dict, seed: int) -> dict:
     """What a run of the resolved method ``entry`` (:func:`methods`) trains with, by its protocol; only the keys
-    that protocol reads, so that editing another protocol's keys reruns nothing.
+    that protocol reads (:mod:`sdi.config.protocols`), so that editing another protocol's keys reruns nothing.
 
     scratch: config.classifier (less execution-only and protocol keys) with the method's augment,
     augment_at and the seed: the keywords of :func:`sdi.training.classifier.train_classifier`, as before
@@ -64,17 +64,17 @@ def classifier_settings(config: dict, entry: dict, seed: int) -> dict:
     (:func:`sdi.training.linear_probe.run_probe`).
     """
     classifier = without_execution("classifier", config["classifier"])
-    protocol = entry["protocol"]
-    if protocol == "linear_probe":
-        return {"protocol": protocol, **classifier.get("linear_probe", {}), "seed": int(seed)}
+    protocol = PROTOCOLS[entry["protocol"]]
+    if not protocol.trains_network:
+        return {"protocol": protocol.name, **classifier.get(protocol.section, {}), "seed": int(seed)}
     settings = {k: v for k, v in classifier.items() if k not in PROTOCOL_KEYS}
     if settings.get("checkpoint") == "best":  # the default is left out, so runs made before the key keep their params
         del settings["checkpoint"]
     settings.update({"augment": entry["augment"], "augment_at": entry["augment_at"], "seed": int(seed)})
-    if protocol == "finetune":
-        finetune = classifier.get("finetune", {})
-        settings.update({"protocol": protocol, "weights": classifier.get("weights"), "lr": finetune["lr"],
-                         "epochs": finetune["epochs"], "frozen": list(finetune.get("frozen", []))})
+    if protocol.uses_weights:  # finetune
+        own = classifier.get(protocol.section, {})
+        settings.update({"protocol": protocol.name, "weights": classifier.get("weights"), "lr": own["lr"],
+                         "epochs": own["epochs"], "frozen": list(own.get("frozen", []))})
     return settings
 
 
@@ -124,16 +124,17 @@ def protocol_errors(config: dict, entries: dict, resolved: dict) -> list[str]:
     filter's, is always required: :func:`sdi.config.validation.path_errors`.)"""
     problems = []
     classifier = config.get("classifier", {})
-    finetune = [n for n, m in resolved.items() if m["protocol"] == "finetune"]
-    if finetune and not classifier.get("weights"):
-        problems.append(f"config.classifier.weights: protocol finetune (method(s) {', '.join(finetune)}) starts from "
-                        "local pretrained weights, and none are set; set it to a torchvision state dict (.pth) or "
-                        "safetensors file of classifier.arch, or use protocol scratch")
+    for protocol in WEIGHTED:
+        users = [n for n, m in resolved.items() if m["protocol"] == protocol]
+        if users and not classifier.get("weights"):
+            problems.append(f"config.classifier.weights: protocol {protocol} (method(s) {', '.join(users)}) starts "
+                            "from local pretrained weights, and none are set; set it to a torchvision state dict "
+                            f"(.pth) or safetensors file of classifier.arch, or use protocol {DEFAULT}")
     for name, m in resolved.items():
-        if m["protocol"] == "linear_probe" and (entries[name] or {}).get("augment", "none") != "none":
-            problems.append(f"config.experiments.methods.{name}.augment: protocol linear_probe fits fixed CLIP "
+        if m["protocol"] in PROBED and (entries[name] or {}).get("augment", "none") != "none":
+            problems.append(f"config.experiments.methods.{name}.augment: protocol {m['protocol']} fits fixed CLIP "
                             "embeddings of the images, so no augmentation applies; remove augment or use protocol "
-                            "scratch or finetune")
+                            f"{' or '.join(TRAINED)}")
     return problems
 
 

@@ -1,6 +1,6 @@
 """Every check the workflow makes while it plans, in one call: ``check_config``.
 
-``rules/common.smk`` calls it once, before any rule reads the config. Each problem names its key
+``rules/config.smk`` calls it once, before any rule reads the config. Each problem names its key
 and the fix; one ConfigError lists them all. Nothing here imports torch or pandas (but for a
 classifier.weights file), so a dry run of a bad config fails in about a second. In order, each stage
 only when the one before passed:
@@ -24,6 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdi.config.experiments import experiment_errors, methods
+from sdi.config.paths import projector_dir
+from sdi.config.protocols import WEIGHTED
 from sdi.config.tracking import tracking_problem
 from sdi.config.validation import ConfigError, device_problem, model_paths, validate_config
 from sdi.models.folders import filter_clip_errors, projector_fit_errors
@@ -42,7 +44,7 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     validate_config(config, schema_path)
     problem = tracking_problem(config)
     _raise(experiment_errors(config) + ([problem] if problem else []))
-    projectors = {d: f"results/{d}/projector/final" for d in config["datasets"]}
+    projectors = {d: projector_dir(d) for d in config["datasets"]}
     _raise(projector_fit_errors(model_paths(config), projectors)
            + [f"config.{e}" for e in filter_clip_errors(config["models"]["filter_clip"])]
            + backbone_errors(config))
@@ -53,7 +55,7 @@ def backbone_errors(config: dict) -> list[str]:
     file), and ``classifier.finetune.frozen`` against the architecture's modules, when a method fine-tunes
     (the weights file whenever it is set). Imports torch only then."""
     classifier = config["classifier"]
-    finetune = any(m["protocol"] == "finetune" for m in methods(config).values())
+    finetune = any(m["protocol"] in WEIGHTED for m in methods(config).values())
     if not classifier.get("weights") and not finetune:
         return []
     from sdi.models.backbones import frozen_problems, weights_problems

@@ -34,6 +34,8 @@ import json
 import os
 from pathlib import Path
 
+from sdi.config.protocols import DEFAULT as DEFAULT_PROTOCOL
+from sdi.config.protocols import TITLES as PROTOCOL_TITLES
 from sdi.io.artifacts import atomic_write
 from sdi.io.lazy import lazy_import
 
@@ -42,9 +44,6 @@ pd = lazy_import("pandas")
 
 
 METRICS = ("top1", "balanced")
-PROTOCOL_TITLES = {"scratch": "trained from scratch (the paper's protocol)",
-                   "finetune": "fine-tuned from pretrained weights",
-                   "linear_probe": "CLIP linear probe"}
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -149,7 +148,7 @@ def write_summary(runs: pd.DataFrame, datasets: list[str], method_labels: dict[s
     first appearance, and the csv has a ``protocol`` column.
     """
     names = list(method_labels)
-    protocols = {m: (protocols or {}).get(m, "scratch") for m in names}
+    protocols = {m: (protocols or {}).get(m, DEFAULT_PROTOCOL) for m in names}
     groups = {p: [m for m in names if protocols[m] == p] for p in dict.fromkeys(protocols.values())}
     table = summary_table(runs, datasets, names, metric)
     cost = method_cost(runs, stage_benchmarks or {}).reindex(names)

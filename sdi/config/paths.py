@@ -1,0 +1,58 @@
+"""Where the workflow writes the artifacts that stages pass to each other, in one place.
+
+Each function gives the path of one artifact. Called with names it gives a concrete path
+(``split("demo")`` is ``results/demo/split``); called without, it keeps Snakemake's wildcards
+(``split()`` is ``results/{dataset}/split``), which is what a rule declares. So a rule's output and
+every input function that asks for it build the path in the same way.
+"""
+
+from __future__ import annotations
+
+DATASET, VARIANT = "{dataset}", "{variant}"
+
+
+def split(dataset: str = DATASET) -> str:
+    """The train/val/test manifests (rule split)."""
+    return f"results/{dataset}/split"
+
+
+def medmnist_images(dataset: str = DATASET) -> str:
+    """A MedMNIST dataset's arrays as PNG files, the folder its split reads (rule medmnist_images)."""
+    return f"results/{dataset}/images"
+
+
+def projector_dir(dataset: str = DATASET) -> str:
+    """The trained semantic projector (rule train_projector)."""
+    return f"results/{dataset}/projector/final"
+
+
+def embeddings(dataset: str = DATASET) -> str:
+    """CLIP and projected embeddings of the split's images (rule embeddings)."""
+    return f"results/{dataset}/embeddings.parquet"
+
+
+def image_embeddings(dataset: str = DATASET) -> str:
+    """The real images' CLIP embeddings with the filter's CLIP (rule image_embeddings)."""
+    return f"results/{dataset}/image_embeddings.parquet"
+
+
+def samples(dataset: str = DATASET, sampler: str = "{sampler}") -> str:
+    """A sampler's conditioning vectors (rule sample)."""
+    return f"results/{dataset}/samples/{sampler}.parquet"
+
+
+def shard(dataset: str = DATASET, variant: str = VARIANT, shard: int | str = "{shard}") -> str:
+    """The manifest of one generation shard of a variant (rule generate)."""
+    return f"results/{dataset}/sei/{variant}/shards/{shard}.parquet"
+
+
+def filtered_dir(dataset: str = DATASET, variant: str | None = VARIANT) -> str:
+    """A variant's filtered set (rule filter); variant None: the default variant's (rule filter_default)."""
+    if variant is None:
+        return f"results/{dataset}/filtered"
+    return f"results/{dataset}/sei/{variant}/filtered"
+
+
+def run_dir(dataset: str = DATASET, method: str = "{method}", seed: int | str = "{seed}") -> str:
+    """The folder of one classifier run: metrics.json, log.csv, config.yaml (rules train_classifier, linear_probe)."""
+    return f"results/{dataset}/classifier/{method}/seed{seed}"
