@@ -16,8 +16,8 @@ of a ViT, ``classifier.2`` of a ConvNeXt, the last convolution of a SqueezeNet, 
 :func:`weights_problems` checks a file against an architecture while the workflow plans, reading only
 tensor shapes (models are built on the ``meta`` device, so no memory is allocated).
 
-:func:`make_model` builds a classifier run's network for its protocol: random weights (``scratch``) or
-:func:`load_backbone` with frozen modules (``finetune``).
+:func:`make_model` builds a classifier run's network: random weights, or :func:`load_backbone` with
+frozen modules when it starts from a weights file (which protocols do: :mod:`sdi.config.protocols`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 ARCH = "resnet50"  # the paper's classifier
-# The protocols make_model builds for (sdi.training.classifier trains them); linear_probe: sdi.training.linear_probe
-PROTOCOLS = ("scratch", "finetune")
 
 
 class BackboneError(ValueError):
@@ -197,17 +195,12 @@ def frozen_problems(arch: str, prefixes: list[str]) -> list[str]:
             "(or nested ones, e.g. layer1.0)"]
 
 
-def make_model(num_classes: int, arch: str, protocol: str, weights: str | None, frozen: tuple[str, ...] = ()
-               ) -> nn.Module:
-    """The run's network: ``scratch``, random weights (:func:`sdi.models.backbones.build_model`);
-    ``finetune``, the backbone of the local ``weights`` file with a new ``num_classes``-way head
-    (:func:`sdi.models.backbones.load_backbone`), the ``frozen`` modules without gradients."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"classifier protocol {protocol!r}: this trainer runs {PROTOCOLS}")
-    if protocol == "scratch":
-        return build_model(num_classes, arch)
+def make_model(num_classes: int, arch: str, weights: str | None = None, frozen: tuple[str, ...] = ()) -> nn.Module:
+    """A classifier run's network: random weights (:func:`build_model`) without ``weights``; else the backbone
+    of the local ``weights`` file with a new ``num_classes``-way head (:func:`load_backbone`), the ``frozen``
+    modules without gradients."""
     if not weights:
-        raise ValueError("classifier protocol finetune needs classifier.weights (a local state dict of arch)")
+        return build_model(num_classes, arch)
     model = load_backbone(arch, num_classes, weights)
     freeze(model, frozen)
     return model

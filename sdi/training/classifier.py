@@ -59,6 +59,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from sdi.config.protocols import DEFAULT, PROTOCOLS, TRAINED
 from sdi.config.tracking import TrackingConfig
 from sdi.evaluation.metrics import classification_metrics
 from sdi.io.artifacts import atomic_write, write_parquet
@@ -114,9 +115,13 @@ class Run:
 
 def run_params(*, num_classes: int, class_names: list[str] | None, epochs: int, batch_size: int, lr: float,
                momentum: float, weight_decay: float, resize: int, crop: int, augment: str, augment_at: str,
-               arch: str, seed: int, amp: bool, protocol: str = "scratch", weights: str | None = None,
+               arch: str, seed: int, amp: bool, protocol: str = DEFAULT, weights: str | None = None,
                frozen: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """(the hyperparameters a checkpoint must agree on, the best/ folder's config.json less its epoch)."""
+    if protocol not in TRAINED:
+        raise ValueError(f"classifier protocol {protocol!r}: this trainer runs {TRAINED}")
+    if PROTOCOLS[protocol].uses_weights and not weights:
+        raise ValueError(f"classifier protocol {protocol} needs classifier.weights (a local state dict of arch)")
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"classifier class_names has {len(class_names)} entries, expected num_classes={num_classes}")
     if epochs < 1 or batch_size < 1:
@@ -128,12 +133,12 @@ def run_params(*, num_classes: int, class_names: list[str] | None, epochs: int, 
         params["augment_at"] = augment_at
     if arch != ARCH:  # likewise
         params["arch"] = arch
-    if protocol != "scratch":  # likewise; the weights by content, so that a replaced file is a new run
+    if PROTOCOLS[protocol].uses_weights:  # likewise; the weights by content, so that a replaced file is a new run
         params.update({"protocol": protocol, "weights": str(weights), "weights_sha256": _sha256(weights),
                        "frozen": list(frozen)})
     best_config = {"arch": arch, "num_classes": num_classes, "class_names": class_names, "resize": resize,
                    "crop": crop, "mean": list(MEAN), "std": list(STD)}
-    if protocol != "scratch":
+    if protocol != DEFAULT:
         best_config["protocol"] = protocol
     return params, best_config
 
@@ -175,8 +180,8 @@ def setup_run(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, synthe
     # (the global RNG by default); a separate one keeps the training stream independent of evaluation.
     eval_kw = {**loader_kw, "batch_size": max(1, batch_size // world), "generator": torch.Generator().manual_seed(seed)}
 
-    model = setup_distributed(make_model(params["num_classes"], arch, params.get("protocol", "scratch"),
-                                         params.get("weights"), tuple(params.get("frozen", ()))), device)
+    model = setup_distributed(make_model(params["num_classes"], arch, params.get("weights"),
+                                         tuple(params.get("frozen", ()))), device)
     if world > 1:  # same initial weights (DDP broadcasts rank 0's), different augmentation streams
         if main:
             sync = sorted({type(m).__name__ for m in model.modules() if isinstance(m, distributed.SYNC_BATCHNORM)})
@@ -265,7 +270,7 @@ def test_run(run: Run, state: ClassifierState, out_dir: Path, class_names: list[
     _, y_true, y_pred = evaluate_all(run.bare, run.data.test, run.criterion, run.device, "test", run.amp,
                                      **run.eval_kw)
     metrics = classification_metrics(y_true, y_pred, state.params["num_classes"], class_names)
-    metrics.update({"split": "test", "protocol": state.params.get("protocol", "scratch"),
+    metrics.update({"split": "test", "protocol": state.params.get("protocol", DEFAULT),
                     "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1,
                     **({"checkpoint": "last", "tested_epoch": state.epoch} if checkpoint == "last" else {}),
                     **run.counts, "steps_per_epoch": len(run.train_loader),
@@ -279,7 +284,7 @@ def test_run(run: Run, state: ClassifierState, out_dir: Path, class_names: list[
 def _log_start(run: Run, params: dict, arch: str, start_epoch: int) -> None:
     c = run.counts
     how = "from scratch"
-    if params.get("protocol") == "finetune":
+    if PROTOCOLS[params.get("protocol", DEFAULT)].uses_weights:
         n_frozen = sum(not p.requires_grad for p in run.bare.parameters())
         how = (f"from {params['weights']} (fine-tuning; {n_frozen} of {len(list(run.bare.parameters()))} "
                f"parameter tensors frozen: {params['frozen'] or 'none'})")
@@ -335,7 +340,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                      arch: str = ARCH, seed: int = 0, device: str = "auto", num_workers: int = 2,
                      synthetic: pd.DataFrame | None = None, amp: bool = False,
                      stop_after_epoch: int | None = None, tracking: TrackingConfig | None = None,
-                     run_name: str | None = None, protocol: str = "scratch", weights: str | None = None,
+                     run_name: str | None = None, protocol: str = DEFAULT, weights: str | None = None,
                      frozen: tuple[str, ...] | list[str] = (), checkpoint: str = "best") -> dict | None:
     """Train a classifier (ResNet50 by default) from scratch, choose the epoch on validation, evaluate test once.
 

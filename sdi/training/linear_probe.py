@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sdi.config.protocols import PROBED
 from sdi.evaluation.metrics import classification_metrics
 from sdi.io.artifacts import atomic_write, write_parquet
 from sdi.models.loaders import image_encodings
@@ -111,7 +112,7 @@ def read_image_embeddings(path: str | os.PathLike) -> tuple[pd.DataFrame, np.nda
 def run_probe(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out_dir: str | os.PathLike, *,
               real_embeddings: str | os.PathLike, generated_embeddings: str | os.PathLike | None = None,
               num_classes: int, class_names: list[str] | None = None, c_values=DEFAULT_C_VALUES,
-              max_iter: int = 1000, seed: int = 0, protocol: str = "linear_probe") -> dict:
+              max_iter: int = 1000, seed: int = 0, protocol: str = PROBED[0]) -> dict:
     """Fit the probe on ``train`` (a training-set table, :data:`sdi.pipeline.training_set.COLUMNS`), choose C
     on ``val``, evaluate ``test``; write metrics.json, train_set.parquet, log.csv in ``out_dir`` and
     return metrics.json's content (see the module docstring).
