@@ -16,7 +16,7 @@ import sdi  # noqa: F401  (offline mode for the HF libraries)
 
 sys.path.insert(0, str(Path(__file__).parent / "netguard"))
 import sdi_netguard  # noqa: E402
-from helpers import SMALL, copy_workflow, edit_config, run_snakemake  # noqa: E402
+from helpers import SMALL, copy_run, copy_workflow, edit_config, run_snakemake  # noqa: E402
 
 # The tests of the shared finished demo (fixture finished_demo), which one worker runs in this order.
 SHARED_DEMO_FILES = ("test_export.py", "test_workflow_demo.py")
@@ -79,17 +79,43 @@ def digits_split(tmp_path_factory) -> dict:
     return make_split(read_cub(root), val_fraction=0.34, seed=0)
 
 
+# What the demo's upstream builds (split, projector, embeddings, both variants' samples, shards and filters).
+UPSTREAM_TARGETS = ("results/demo/filtered", "results/demo/sei/text-g2.0/filtered")
+
+
 @pytest.fixture(scope="session")
-def finished_demo(tmp_path_factory, tiny_models) -> Path:
-    """The one finished demo of the suite: ``snakemake all`` and the SDI export on helpers.SMALL, with the
-    models as a user's folders (models.tiny: false; copies of the tiny models, which a test may rewrite).
+def demo_upstream(tmp_path_factory, worker_id) -> Path:
+    """The demo's upstream (UPSTREAM_TARGETS) on helpers.SMALL, with the tiny models as a user's folders inside
+    the working directory (models.tiny: false, models.sd: models/sd), so that a copy of the folder
+    (:func:`helpers.copy_run`) is a finished upstream of its own that Snakemake goes on from. Built once per
+    session: by the first xdist worker that needs it, under a file lock, in the folder the workers share."""
+    from filelock import FileLock
+
+    from sdi.models.tiny import build_tiny_clip, build_tiny_sd
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
+    root, done = shared / "demo-upstream", shared / "demo-upstream.done"
+    with FileLock(str(shared / "demo-upstream.lock")):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed in another worker
+            workflow = copy_workflow(root)
+            build_tiny_sd(workflow / "models" / "sd")
+            build_tiny_clip(workflow / "models" / "clip")
+            edit_config(workflow, **SMALL, models={"tiny": False, "sd": "models/sd", "clip": "models/clip"})
+            run_snakemake(workflow, "--cores", "2", *UPSTREAM_TARGETS)
+            done.touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory, demo_upstream) -> Path:
+    """The one finished demo of the suite: ``snakemake all`` and the SDI export on helpers.SMALL, gone on from
+    a copy of the shared upstream (its own copy of the models, as a user's folders, which a test may rewrite).
     Only SHARED_DEMO_FILES use it (one xdist worker runs them, in that order); a test that changes the
     run leaves it as it found it, but for the weights test, which goes last: test_workflow_demo.py ends
     with it."""
-    root = tmp_path_factory.mktemp("demo")
-    workflow = copy_workflow(root / "wf")
-    models = {name: str(shutil.copytree(folder, root / "models" / name)) for name, folder in tiny_models.items()}
-    edit_config(workflow, **SMALL, models={"tiny": False, **models})
+    workflow = copy_run(demo_upstream, tmp_path_factory.mktemp("demo") / "wf")
     run_snakemake(workflow, "--cores", "2", "all", "results/demo/export/sdi")
     return workflow
 

@@ -42,6 +42,13 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def copy_run(src: Path, dest: Path) -> Path:
+    """A copy of the working directory src with its results and Snakemake's records (less its locks), the
+    files' times kept: Snakemake in dest finds src's finished jobs done and goes on from them."""
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete"))
+    return dest
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
     """Run the Snakemake CLI in workdir with the network blocked (tests/netguard); returns CompletedProcess."""
     env = dict(os.environ)

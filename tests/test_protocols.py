@@ -1,7 +1,6 @@
 """Evaluation protocols (scratch, finetune, linear_probe): local pretrained weights, the CLIP linear probe on
 stored embeddings, their planning checks, and all three on the demo data through the workflow."""
 
-import copy
 import json
 
 import numpy as np
@@ -18,7 +17,7 @@ from sdi.models.backbones import BackboneError, head_keys, load_backbone, weight
 from sdi.pipeline.filtering import write_image_embeddings
 from sdi.training.linear_probe import ProbeError, run_probe
 
-from helpers import REPO, SMALL, copy_workflow, edit_config, planned_jobs, run_snakemake
+from helpers import REPO, SMALL, copy_run, edit_config, planned_jobs, run_snakemake
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -188,16 +187,23 @@ PROTOCOL_METHODS = {
 
 
 @pytest.fixture(scope="module")
-def protocols_run(module_tmp):
-    wf = copy_workflow(module_tmp / "wf")
+def protocols_run(module_tmp, demo_upstream):
+    """A copy of the suite's demo upstream (conftest.demo_upstream, helpers.SMALL) gone on with a method of each
+    protocol."""
+    wf = copy_run(demo_upstream, module_tmp / "wf")
     torch.save(_state_dict("resnet18", seed=3), wf / "resnet18-local.pth")
-    small = copy.deepcopy(SMALL)
-    small.pop("export")
-    small["classifier"] = {**small["classifier"], "arch": "resnet18", "weights": "resnet18-local.pth",
-                           "finetune": {"epochs": 1, "frozen": ["conv1", "bn1"]}}
-    small["experiments"] = {"seeds": [0], "methods": PROTOCOL_METHODS}
-    edit_config(wf, lambda c: c.update(variants={"gauss-g2.0": {"sampler": "gauss"}}), **small)
-    run_snakemake(wf, "--cores", "2", SUMMARY)  # every run, without the report figures and diagnostics
+    classifier = {**SMALL["classifier"], "arch": "resnet18", "weights": "resnet18-local.pth",
+                  "finetune": {"epochs": 1, "frozen": ["conv1", "bn1"]}}
+
+    def protocols_only(config):
+        config.pop("export")
+        config["variants"] = {"gauss-g2.0": {"sampler": "gauss"}}
+
+    edit_config(wf, protocols_only, classifier=classifier,
+                experiments={"seeds": [0], "methods": PROTOCOL_METHODS})
+    proc = run_snakemake(wf, "--cores", "2", SUMMARY)  # every run, without the report figures and diagnostics
+    for upstream in ("split", "train_projector", "embeddings", "generate", "filter_default"):
+        assert f"rule {upstream}:" not in proc.stdout + proc.stderr, f"the copied upstream reran ({upstream})"
     return wf
 
 

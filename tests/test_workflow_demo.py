@@ -108,7 +108,7 @@ def test_rewritten_model_weights_rerun_the_projector_onward(finished_demo):
     """Swapping the weights inside a user's SD folder reruns every job that read them, and no other."""
     assert planned_jobs(finished_demo) == {}
     config = yaml.safe_load((finished_demo / "config" / "config.yaml").read_text())
-    weights = next(Path(config["models"]["sd"], "unet").glob("*.safetensors"))
+    weights = next(Path(finished_demo, config["models"]["sd"], "unet").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes())  # rewritten in place: same name, new mtime
     jobs = planned_jobs(finished_demo)
     upstream = {"train_projector": 1, "embeddings": 1, "generate": 4, "filter_default": 1, "filter": 1}
