@@ -4,10 +4,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-# make test: the science test first, alone (its workflow keeps both cores busy, and it slows down 2.5x
-# beside other tests), then the rest on pytest-xdist workers, each test file whole on one of them
-# (tests/conftest.py); it fails if either part fails
-TEST_WORKERS ?= 2
+# make test: one pytest run on pytest-xdist workers, each test file whole on one of them and the longest
+# started first (tests/conftest.py): the science test's workflow on one worker while two more run the
+# other files beside it, so that no core waits while a workflow has one job left
+TEST_WORKERS ?= 3
 
 .PHONY: demo test lint bench bench-memory clean-demo
 
@@ -21,8 +21,7 @@ demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES) all --configfile config/mini_world.yaml
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q --durations=5 -m science tests; science=$$?; \
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=10 -m "not science" tests && exit $$science
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --no-loadscope-reorder --durations=15 tests
 
 # Generation throughput, reference style vs engine (bench/README.md): CPU with the tiny
 # models by default; `make bench BENCH_DEVICE=cuda` for SD v1.5 at 512x512 on a GPU.

@@ -23,9 +23,10 @@ SHARED_DEMO_FILES = ("test_export.py", "test_workflow_demo.py")
 
 
 # The files that take longest, started first so that no worker is left with one at the end; the other
-# files keep their order. (make test runs the science test before, alone.)
-LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_slurm.py", "test_resume.py", "test_protocols.py",
-                 "test_fullsize.py")
+# files keep their order. make test passes --no-loadscope-reorder, without which pytest-xdist would order
+# the files by their number of tests instead.
+LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_messy_inputs.py", "test_slurm.py", "test_protocols.py",
+                 "test_resume.py", "test_fullsize.py", "test_mini_world.py", "test_workflow_config.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -34,7 +35,7 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """``make test`` runs two pytest-xdist workers. Each test file runs whole on one worker (its module
+    """``make test`` runs pytest-xdist workers. Each test file runs whole on one worker (its module
     fixtures, such as a workflow run, are made once), and the files of the shared finished demo run
     together on one, so that the demo is built once."""
     from xdist.scheduler import LoadFileScheduling
