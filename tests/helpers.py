@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -49,16 +50,43 @@ def copy_run(src: Path, dest: Path) -> Path:
     return dest
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
-    """Run the Snakemake CLI in workdir with the network blocked (tests/netguard); returns CompletedProcess."""
+def snakemake_env() -> dict[str, str]:
+    """This environment with the network blocked for Snakemake and its jobs (tests/netguard on PYTHONPATH)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+    """Run the Snakemake CLI in workdir with the network blocked (tests/netguard); returns CompletedProcess."""
     cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
+
+
+class BackgroundSnakemake:
+    """The Snakemake CLI started in workdir (network blocked) and left running while the test does other
+    work; :meth:`wait` returns when it has finished and fails naming its log unless it succeeded."""
+
+    def __init__(self, workdir: Path, *args: str, log: Path):
+        self.log, self.args = log, args
+        with log.open("w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=snakemake_env(),
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, timeout: int) -> None:
+        if self.proc.wait(timeout=timeout) != 0:
+            raise AssertionError(f"snakemake {' '.join(self.args)} failed ({self.proc.returncode}); "
+                                 f"{self.log}:\n{self.log.read_text()[-8000:]}")
+
+    def stop(self) -> None:
+        """Stop Snakemake and its jobs (its process group) if it still runs."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait()
 
 
 def planned_jobs(workflow: Path, target: str = "all") -> dict[str, int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, copy_workflow, edit_config, run_snakemake
+from helpers import copy_workflow, edit_config, run_snakemake, snakemake_env
 
 TARGET = "results/demo/filtered"  # everything up to filtering of the default variant
 CONFIG = {
@@ -39,9 +39,7 @@ def _workflow(root: Path) -> Path:
 
 def _env(**extra: str) -> dict[str, str]:
     """This environment with the network guard (as conftest.run_snakemake sets it) and extra."""
-    env = dict(os.environ, **extra)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), env.get("PYTHONPATH")]))
-    return env
+    return {**snakemake_env(), **extra}
 
 
 def _stop(proc: subprocess.Popen) -> None:

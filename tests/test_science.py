@@ -35,7 +35,7 @@ from sdi.config.validation import merged_config_files
 from sdi.data.mini_corpus import target_classes
 from sdi.evaluation.judge import judge_filtered, target_judge
 
-from helpers import REPO, copy_workflow, run_snakemake
+from helpers import REPO, BackgroundSnakemake, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.science
 
@@ -74,23 +74,33 @@ def _judge_run(workdir: Path, judge) -> dict:
 
 
 @pytest.fixture(scope="module")
-def judge():
-    return target_judge(seed=0, looks=LOOKS)
-
-
-@pytest.fixture(scope="module")
-def working(module_tmp, judge) -> dict:
-    """The demo run, and the judge's and the classifier's numbers on it."""
+def demo_run(module_tmp, request) -> tuple[Path, BackgroundSnakemake]:
+    """The demo's workflow, started in the background: the judge trains while it runs."""
     workdir = copy_workflow(module_tmp / "wf")
     # what the checks read: the two variants' filter outputs and every method's runs (make demo also
     # draws the diagnostics and figures)
     targets = [f"results/{DATASET}/filtered", f"results/{DATASET}/sei/text-g2.0/filtered",
                *(f"results/{DATASET}/classifier/{m}/seed{s}/metrics.json" for m in METHODS for s in SEEDS)]
-    run_snakemake(workdir, "--cores", "2", *targets, "--configfile", *CONFIGS, timeout=3600)
+    run = BackgroundSnakemake(workdir, "--cores", "2", *targets, "--configfile", *CONFIGS,
+                              log=module_tmp / "snakemake.log")
+    request.addfinalizer(run.stop)
+    return workdir, run
+
+
+@pytest.fixture(scope="module")
+def judge(demo_run):
+    return target_judge(seed=0, looks=LOOKS)
+
+
+@pytest.fixture(scope="module")
+def working(demo_run, judge) -> dict:
+    """The demo run, and the judge's and the classifier's numbers on it."""
+    workdir, run = demo_run
+    run.wait(timeout=3600)
     numbers = {"workdir": workdir, "judge": _judge_run(workdir, judge),
                "top1": {m: _top1(workdir, m) for m in METHODS}}
-    (module_tmp / "science.json").write_text(json.dumps({k: v for k, v in numbers.items() if k != "workdir"},
-                                                        indent=2))
+    (workdir.parent / "science.json").write_text(json.dumps({k: v for k, v in numbers.items() if k != "workdir"},
+                                                            indent=2))
     print(json.dumps({k: v for k, v in numbers.items() if k != "workdir"}, indent=2))
     return numbers
 
