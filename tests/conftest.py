@@ -14,8 +14,8 @@ import os
 # workflows' jobs inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import shutil  # noqa: E402
-import sys  # noqa: E402
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
