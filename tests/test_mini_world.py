@@ -160,3 +160,17 @@ def test_killed_build_leaves_nothing_trusted(tmp_path):
     world = ensure_mini_world(tmp_path, TEST_RECIPE, log=lambda m: None)  # the next build clears it away
     assert [p.name for p in tmp_path.iterdir()] == [world.folder.name]
     assert json.loads((world.folder / MANIFEST).read_text())["recipe_hash"].startswith(world.folder.name)
+
+
+def test_the_world_folder_is_found_without_importing_torch():
+    """Snakemake plans with the world's folder name (the recipe hash, with the library versions in it) on every
+    call: it reads the versions from the installed files, and they are the ones the imported libraries report."""
+    code = ("import json, sys; from sdi.models.mini_world import Recipe, recipe_hash, verify_world; "
+            "before = recipe_hash(Recipe()); "
+            "heavy = sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)); "
+            "import torch, diffusers, transformers; print(json.dumps([before, heavy, recipe_hash(Recipe())]))")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    before, heavy, after = json.loads(out.stdout)
+    assert heavy == []
+    assert before == after

@@ -28,33 +28,31 @@ manifest's quality numbers), :mod:`.store` (saving, the manifest, checking a wor
 process: ``python -m sdi.models.mini_world clip ...``).
 """
 
-from sdi.models.mini_world.architectures import clip_config, unet_config, vae_config
-from sdi.models.mini_world.build import build_world, ensure_mini_world
-from sdi.models.mini_world.quality import clip_retrieval, vae_mse
-from sdi.models.mini_world.recipe import RECIPE_VERSION, MiniWorldError, Recipe, recipe_hash
-from sdi.models.mini_world.store import MANIFEST, MiniWorld, save_world, verify_world, world_folder
-from sdi.models.mini_world.training import caption_states, deterministic, train_clip, train_unet, train_vae
+import importlib
 
-__all__ = [
-    "MANIFEST",
-    "RECIPE_VERSION",
-    "MiniWorld",
-    "MiniWorldError",
-    "Recipe",
-    "build_world",
-    "caption_states",
-    "clip_config",
-    "clip_retrieval",
-    "deterministic",
-    "ensure_mini_world",
-    "recipe_hash",
-    "save_world",
-    "train_clip",
-    "train_unet",
-    "train_vae",
-    "unet_config",
-    "vae_config",
-    "vae_mse",
-    "verify_world",
-    "world_folder",
-]
+# name -> the module that defines it, imported on first use (as in sdi/__init__.py): the workflow reads the
+# world's folder and checks its manifest while it plans (sdi.config.validation), which needs recipe and
+# store only, not torch and diffusers.
+_NAMES = {
+    "clip_config": "architectures", "unet_config": "architectures", "vae_config": "architectures",
+    "build_world": "build", "ensure_mini_world": "build",
+    "clip_retrieval": "quality", "vae_mse": "quality",
+    "RECIPE_VERSION": "recipe", "MiniWorldError": "recipe", "Recipe": "recipe", "recipe_hash": "recipe",
+    "MANIFEST": "store", "MiniWorld": "store", "save_world": "store", "verify_world": "store",
+    "world_folder": "store",
+    "caption_states": "training", "deterministic": "training", "train_clip": "training", "train_unet": "training",
+    "train_vae": "training",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NAMES})

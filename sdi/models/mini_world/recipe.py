@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
+import re
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
 
 RECIPE_VERSION = 2  # bump when the training code changes what a recipe builds
 
@@ -74,12 +78,30 @@ class Recipe:
         return Recipe(**{**asdict(self), **steps})
 
 
-def _versions() -> dict[str, str]:
-    import diffusers
-    import transformers
+# Where each library keeps the version string it reports as ``__version__`` (torch's carries its build,
+# e.g. "2.14.1+cu130", which the installed package's metadata leaves out).
+_VERSION_FILES = {"torch": "version.py", "diffusers": "__init__.py", "transformers": "__init__.py"}
+_VERSION_LINE = re.compile(r"""^__version__\s*(?::\s*str\s*)?=\s*['"]([^'"]+)['"]""", re.MULTILINE)
 
-    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__}
+
+def library_version(name: str) -> str:
+    """``{name}.__version__``, read from the installed package's source when it is not imported yet: the
+    recipe hash is computed while Snakemake plans (sdi.config.validation), where importing torch,
+    diffusers and transformers would cost seconds of CPU on every call. Imports the library when its
+    file does not say."""
+    if name not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(next(iter(spec.submodule_search_locations))) / _VERSION_FILES.get(name, "__init__.py")
+            found = _VERSION_LINE.search(path.read_text(encoding="utf-8")) if path.is_file() else None
+            if found:
+                return found.group(1)
+    return importlib.import_module(name).__version__
+
+
+def _versions() -> dict[str, str]:
+    return {"torch": library_version("torch"), "diffusers": library_version("diffusers"),
+            "transformers": library_version("transformers"), "numpy": np.__version__}
 
 
 def recipe_hash(recipe: Recipe) -> str:
