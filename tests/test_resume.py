@@ -7,15 +7,13 @@ temporary file behind. Kill points make the moments exact, so nothing here depen
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import copy_workflow, edit_config, run_snakemake, snakemake_env
+from helpers import BackgroundSnakemake, copy_workflow, edit_config, keep_priority, run_snakemake, snakemake_env
 
 TARGET = "results/demo/filtered"  # everything up to filtering of the default variant
 CONFIG = {
@@ -42,13 +40,6 @@ def _env(**extra: str) -> dict[str, str]:
     return {**snakemake_env(), **extra}
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Kill proc's process group (Snakemake and its job) if it still runs."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _killed_run(workflow: Path, point: str, nth: int, log: Path) -> None:
     """Run Snakemake in a session of its own with SDI_KILL_AT; it must die by SIGKILL at the point.
 
@@ -60,7 +51,8 @@ def _killed_run(workflow: Path, point: str, nth: int, log: Path) -> None:
     env = _env(SDI_KILL_AT=f"{point}:{nth}", TMPDIR=str(tmp))
     with log.open("w") as out:
         proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", TARGET], cwd=workflow, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True, timeout=600)
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True, timeout=600,
+                              preexec_fn=keep_priority)
     assert proc.returncode == -9, f"not killed at {point} (exit {proc.returncode}):\n{log.read_text()[-3000:]}"
     run_snakemake(workflow, "--unlock", TARGET)
 
@@ -79,11 +71,8 @@ def test_killed_run_resumes_byte_identical(tmp_path, request):
     # the uninterrupted run goes on beside the killed ones (each uses one core); stopped with its
     # jobs if the test fails first
     reference = _workflow(tmp_path / "reference")
-    reference_log = tmp_path / "reference.log"
-    with reference_log.open("w") as out:
-        uninterrupted = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", TARGET], cwd=reference,
-                                         env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    request.addfinalizer(lambda: _stop(uninterrupted))
+    uninterrupted = BackgroundSnakemake(reference, "--cores", "1", TARGET, log=tmp_path / "reference.log")
+    request.addfinalizer(uninterrupted.stop)
 
     workflow = _workflow(tmp_path / "killed")
     results = workflow / "results" / "demo"
@@ -103,7 +92,7 @@ def test_killed_run_resumes_byte_identical(tmp_path, request):
     assert "IncompleteFilesException" not in proc.stdout + proc.stderr
 
     assert _temp_files(workflow / "results") == []
-    assert uninterrupted.wait(timeout=900) == 0, reference_log.read_text()[-4000:]
+    uninterrupted.wait(timeout=900)
     expected, got = _digests(reference / "results"), _digests(workflow / "results")
     assert sorted(got) == sorted(expected)
     differ = [name for name in expected if got[name] != expected[name]]
