@@ -25,7 +25,7 @@ import sdi  # noqa: F401  (offline mode for the HF libraries)
 
 sys.path.insert(0, str(Path(__file__).parent / "netguard"))
 import sdi_netguard  # noqa: E402
-from helpers import SMALL, copy_run, copy_workflow, edit_config, lower_priority, run_snakemake  # noqa: E402
+from helpers import SMALL, copy_run, copy_workflow, edit_config, run_snakemake  # noqa: E402
 
 # The tests of the shared finished demo (fixture finished_demo), which one worker runs in this order.
 SHARED_DEMO_FILES = ("test_export.py", "test_workflow_demo.py")
@@ -41,23 +41,6 @@ LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_messy_inputs.py", 
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
-
-
-# The science test's workflow is the suite's longest chain: about 12 minutes on 2 idle cores, 19 to 22 when
-# it shares them evenly with the other workers, while the suite's CPU work fits in about 20 minutes. So
-# under pytest-xdist every other file runs at a lower CPU priority (helpers.lower_priority: this pytest
-# session and the processes and sessions its workers start), and the science workflow, in a session of
-# its own, gets the cores it can use while the other files fill the rest.
-PRIORITY_FILES = ("test_science.py",)
-LOWER_PRIORITY = 10
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    """Before the first test of a file not in PRIORITY_FILES (and its fixtures), lower this worker's priority."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and item.path.name not in PRIORITY_FILES:
-        if os.nice(0) < LOWER_PRIORITY:
-            lower_priority(LOWER_PRIORITY)
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,32 +67,6 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
     return proc
 
 
-def lower_priority(nice: int) -> None:
-    """Run this process, the ones it starts and its session at CPU priority nice (if it is lower than now).
-
-    Linux's autogroup scheduling shares the CPU equally between sessions, whatever the nice values of
-    their processes: a session's own nice (/proc/self/autogroup, man 7 sched) is what weighs it against
-    the others. Where there is none (another kernel, no /proc) the process nice alone does it.
-    """
-    if nice > os.nice(0):
-        os.nice(nice - os.nice(0))
-    for _ in range(30):
-        try:
-            Path("/proc/self/autogroup").write_text(f"{nice}\n")
-            return
-        except BlockingIOError:  # the kernel takes one change in 100 ms from unprivileged processes
-            time.sleep(0.11)
-        except OSError:
-            return
-
-
-def keep_priority() -> None:
-    """preexec_fn of a process started in a session of its own: the session runs at this process's priority
-    (a new session's autogroup starts at nice 0, see :func:`lower_priority`)."""
-    if os.nice(0) > 0:
-        lower_priority(os.nice(0))
-
-
 class BackgroundSnakemake:
     """The Snakemake CLI started in workdir (network blocked) and left running while the test does other
     work; :meth:`wait` returns when it has finished and fails naming its log unless it succeeded."""
@@ -102,8 +75,7 @@ class BackgroundSnakemake:
         self.log, self.args = log, args
         with log.open("w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=snakemake_env(),
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=keep_priority)
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait(self, timeout: int) -> None:
         if self.proc.wait(timeout=timeout) != 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BackgroundSnakemake, copy_workflow, edit_config, keep_priority, run_snakemake, snakemake_env
+from helpers import BackgroundSnakemake, copy_workflow, edit_config, run_snakemake, snakemake_env
 
 TARGET = "results/demo/filtered"  # everything up to filtering of the default variant
 CONFIG = {
@@ -51,8 +51,7 @@ def _killed_run(workflow: Path, point: str, nth: int, log: Path) -> None:
     env = _env(SDI_KILL_AT=f"{point}:{nth}", TMPDIR=str(tmp))
     with log.open("w") as out:
         proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", TARGET], cwd=workflow, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True, timeout=600,
-                              preexec_fn=keep_priority)
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True, timeout=600)
     assert proc.returncode == -9, f"not killed at {point} (exit {proc.returncode}):\n{log.read_text()[-3000:]}"
     run_snakemake(workflow, "--unlock", TARGET)
 

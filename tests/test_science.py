@@ -35,7 +35,7 @@ from sdi.config.validation import merged_config_files
 from sdi.data.mini_corpus import target_classes
 from sdi.evaluation.judge import judge_filtered, target_judge
 
-from helpers import REPO, BackgroundSnakemake, copy_workflow
+from helpers import REPO, BackgroundSnakemake, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.science
 
@@ -121,9 +121,7 @@ def broken(working, judge) -> dict:
     shuffled.to_parquet(path)
     targets = [f"results/{DATASET}/filtered",
                *(f"results/{DATASET}/classifier/sdi/seed{s}/metrics.json" for s in SEEDS)]
-    # in a session of its own, as the working run (conftest.PRIORITY_FILES)
-    BackgroundSnakemake(workdir, "--cores", "2", *targets, "--configfile", *CONFIGS,
-                        log=workdir.parent / "broken.log").wait(timeout=3600)
+    run_snakemake(workdir, "--cores", "2", *targets, "--configfile", *CONFIGS, timeout=3600)
     numbers = {"judge": judge_filtered(judge, workdir / f"results/{DATASET}/filtered", workdir, looks=LOOKS,
                                        classes=CLASSES),
                "top1": {**working["top1"], "sdi": _top1(workdir, "sdi")}}
