@@ -140,12 +140,16 @@ def test_corrupt_world_is_named_and_rebuilt(world, tmp_path):
         verify_world(world.folder, Recipe(seed=1))
 
 
+def _repo_env() -> dict[str, str]:
+    """This environment with the checkout first on PYTHONPATH, for a Python started by a test."""
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
 def test_killed_build_leaves_nothing_trusted(tmp_path):
     code = ("import json, sys; from sdi.models.mini_world import Recipe, ensure_mini_world; "
             "ensure_mini_world(sys.argv[1], Recipe(**json.loads(sys.argv[2])))")
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     recipe = json.dumps(dataclasses.asdict(TEST_RECIPE))
-    proc = subprocess.Popen([sys.executable, "-u", "-c", code, str(tmp_path), recipe], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-u", "-c", code, str(tmp_path), recipe], env=_repo_env(), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:  # kill it while it trains
@@ -169,8 +173,8 @@ def test_the_world_folder_is_found_without_importing_torch():
             "before = recipe_hash(Recipe()); "
             "heavy = sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)); "
             "import torch, diffusers, transformers; print(json.dumps([before, heavy, recipe_hash(Recipe())]))")
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=_repo_env(), cwd=REPO, capture_output=True, text=True,
+                         check=True)
     before, heavy, after = json.loads(out.stdout)
     assert heavy == []
     assert before == after

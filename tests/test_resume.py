@@ -36,7 +36,7 @@ def _workflow(root: Path) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    """This environment with the network guard (as conftest.run_snakemake sets it) and extra."""
+    """helpers.snakemake_env (the network guard) and extra."""
     return {**snakemake_env(), **extra}
 
 

@@ -97,12 +97,11 @@ def working(demo_run, judge) -> dict:
     """The demo run, and the judge's and the classifier's numbers on it."""
     workdir, run = demo_run
     run.wait(timeout=3600)
-    numbers = {"workdir": workdir, "judge": _judge_run(workdir, judge),
-               "top1": {m: _top1(workdir, m) for m in METHODS}}
-    (workdir.parent / "science.json").write_text(json.dumps({k: v for k, v in numbers.items() if k != "workdir"},
-                                                            indent=2))
-    print(json.dumps({k: v for k, v in numbers.items() if k != "workdir"}, indent=2))
-    return numbers
+    numbers = {"judge": _judge_run(workdir, judge), "top1": {m: _top1(workdir, m) for m in METHODS}}
+    text = json.dumps(numbers, indent=2)
+    (workdir.parent / "science.json").write_text(text)
+    print(text)
+    return {"workdir": workdir, **numbers}
 
 
 @pytest.fixture(scope="module")
