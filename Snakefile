@@ -2,7 +2,18 @@
 # This file is a table of contents; stages live in rules/, logic in the sdi package.
 from snakemake.utils import min_version
 
+from pathlib import Path
+
+from sdi.config.validation import yaml_problem
+
 min_version("9.0")
+
+# Snakemake's message for a config file it cannot parse names neither file nor line. This file it
+# reads here; a --configfile it reads before this Snakefile (`python -m sdi.config FILE` names the line).
+if Path("config/config.yaml").is_file() and (
+    problem := yaml_problem("config/config.yaml")
+):
+    raise WorkflowError(problem)
 
 
 configfile: "config/config.yaml"

@@ -1,10 +1,13 @@
 # Planning: the config checked once (sdi.config.planning.check_config: the schema and its
 # defaults, references between keys, folders, the experiment matrix, tracking, model fit), the
 # names the rules share, and the listings of user folders, written before the DAG is built.
+import sys
+from pathlib import Path
+
 import sdi  # sets the Hugging Face libraries offline before anything imports them
 
 from sdi.config.experiments import methods
-from sdi.config.planning import ConfigError, check_config, device_problem
+from sdi.config.planning import ConfigError, check_config, device_problem, target_errors
 from sdi.config.validation import dataset_key, mini_world_paths, model_paths
 from sdi.data.readers import dataset_listing
 from sdi.data.readers.base import DatasetError
@@ -14,6 +17,21 @@ try:
     check_config(config, workflow.source_path("../config/schema.yaml"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+# Snakemake gives a Snakefile no view of its targets while it is parsed (workflow.dag_settings is set
+# later), so the command line's path arguments are checked; through the API, or in a job, nothing is.
+if (
+    (
+        Path(sys.argv[0]).name == "snakemake"
+        or sys.argv[0].endswith("snakemake/__main__.py")
+    )
+    and not workflow.remote_exec
+    and not workflow.subprocess_exec
+):
+    _target_problems = target_errors(
+        [a for a in sys.argv[1:] if a.removeprefix("./").startswith("results/")], config
+    )
+    if _target_problems:
+        raise WorkflowError("\n".join(_target_problems))
 
 
 onstart:

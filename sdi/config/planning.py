@@ -67,3 +67,38 @@ def backbone_errors(config: dict) -> list[str]:
         problems += [f"config.classifier.finetune.frozen: {p}"
                      for p in frozen_problems(arch, classifier["finetune"]["frozen"])]
     return problems
+
+
+def target_errors(targets, config: dict) -> list[str]:
+    """Targets under ``results/`` whose dataset, variant, method or sampler this config does not have, each
+    with the names it does have. Without this a mistyped ``results/cubb/filtered`` is Snakemake's bare
+    MissingRuleException, as the rules' wildcards only match the config's names. Other targets (rule
+    names, other files) are Snakemake's to judge."""
+    datasets, problems = config["datasets"], []
+    variants, samplers = list(config["variants"]), list(config["samplers"])
+    method_names = list(methods(config))
+    for target in sorted(map(str, targets)):
+        parts = target.removeprefix("./").split("/")
+        if parts[0] != "results" or len(parts) < 3:
+            continue
+        name = parts[1]
+        if name not in datasets:
+            problems.append(f"target {target}: {name!r} is not a dataset of this config (config.datasets: "
+                            f"{', '.join(datasets)}); fix the name or add the dataset under datasets:")
+            continue
+        if not datasets[name].get("root"):
+            problems.append(f"target {target}: config.datasets.{name}.root is null; set it to the dataset "
+                            "folder (in your config file or with --config)")
+            continue
+        kind, item = parts[2], parts[3] if len(parts) > 3 else None
+        allowed = {"sei": variants, "diagnostics": variants, "classifier": method_names,
+                   "export": [*method_names, "default"], "samples": samplers}.get(kind)
+        if kind == "report" and len(parts) > 4:
+            allowed = variants
+        if kind == "samples" and item:
+            item = item.removesuffix(".parquet")
+        if allowed is not None and item and item not in allowed:
+            key = {"classifier": "experiments.methods", "export": "experiments.methods",
+                   "samples": "samplers"}.get(kind, "variants")
+            problems.append(f"target {target}: {item!r} is not a key of config.{key} ({', '.join(allowed)})")
+    return problems

@@ -184,11 +184,35 @@ def model_paths(config: dict) -> dict[str, str | None]:
     return {k: models.get(k) for k in ("sd", "vae", "clip")}
 
 
+# Keys that name a folder or file of the user's: ``~`` in them means the home folder, as in a shell.
+USER_PATHS = (("models", "sd"), ("models", "vae"), ("models", "clip"), ("classifier", "weights"))
+
+
+def expand_user_paths(config: dict) -> dict:
+    """``~`` and ``~user`` expanded in place in every dataset's ``root`` and in :data:`USER_PATHS`, so that a
+    config written as for a shell (``root: ~/data/pets``) names the folder the user means. The jobs read
+    the same expanded values, so a path never differs between planning and a job."""
+    for entry in config.get("datasets", {}).values():
+        if isinstance(entry.get("root"), str):
+            entry["root"] = os.path.expanduser(entry["root"])
+    for section, key in USER_PATHS:
+        value = config.get(section, {}).get(key)
+        if isinstance(value, str):
+            config[section][key] = os.path.expanduser(value)
+    return config
+
+
 def path_errors(config: dict) -> list[str]:
     problems = []
     for name, entry in config["datasets"].items():
         root = entry.get("root")
-        if root and not entry.get("builtin") and not Path(root).is_dir():
+        if not root or entry.get("builtin"):
+            continue
+        try:
+            missing = not Path(root).is_dir()
+        except OSError:  # a folder above it cannot be searched: its listing names the folder, for this dataset alone
+            missing = False
+        if missing:
             problems.append(f"{dataset_key(name)}: folder {root} does not exist; set it to the "
                             f"dataset folder ({entry.get('format')} layout) or to null to leave it out")
     models = config["models"]
@@ -200,7 +224,16 @@ def path_errors(config: dict) -> list[str]:
                             f"to false to use your folders, or {' and '.join(f'models.{k}' for k in clashing)} "
                             f"to null for the mini world")
         problems += mini_world_errors(config)
-    elif not models["tiny"]:
+    elif models["tiny"]:
+        # tiny: true is config/config.yaml's value, so an overlay that only sets its model folders would
+        # otherwise run on the random tiny models and produce noise without a word.
+        given = [k for k in ("sd", "vae", "clip") if models.get(k)]
+        if given:
+            problems.append(f"config.models.tiny is true (config/config.yaml's smoke test), which uses tiny random "
+                            f"models and would ignore {', '.join(f'config.models.{k}' for k in given)}; set "
+                            f"models.tiny: false to use your folders, or {' and '.join(f'models.{k}' for k in given)} "
+                            f"to null for the smoke test")
+    else:
         missing = [k for k in ("sd", "clip") if not models.get(k)]
         for k in missing:
             problems.append(f"config.models.{k}: not set; with models.tiny: false, point it at a local folder")
@@ -274,6 +307,17 @@ def scheduler_errors(config: dict) -> list[str]:
     return problems
 
 
+def size_errors(config: dict) -> list[str]:
+    """Sizes that only fail inside a job otherwise: the classifier's crop must fit in its resize (the
+    crop would fail on the first batch, after the projector, sampling and generation ran)."""
+    classifier = config.get("classifier", {})
+    resize, crop = classifier.get("resize"), classifier.get("crop")
+    if resize is not None and crop is not None and crop > resize:
+        return [f"config.classifier.crop: {crop} is larger than config.classifier.resize {resize} (images are "
+                f"resized to {resize} px, then cropped); set crop <= resize (the paper: resize 256, crop 224)"]
+    return []
+
+
 def variant_settings(config: dict, name: str) -> dict:
     """A variant's resolved settings: sampler entry, generation keys (with the variant's
     overrides), keep_ratio and the filter score. Everything a variant's artifacts depend on is in here."""
@@ -290,6 +334,26 @@ def variant_settings(config: dict, name: str) -> dict:
         "keep_ratio": entry.get("keep_ratio", config["filter"]["keep_ratio"]),
         "score": entry.get("score", config["filter"].get("score", "cosine")),
     }
+
+
+def yaml_problem(path: str | Path) -> str | None:
+    """Why a config file is not YAML, as ``<file>:<line>:<column>: ...`` with the fix, or None.
+
+    Snakemake's own message for a config file it cannot parse names neither the file nor the line."""
+    try:
+        text = Path(path).read_text()
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = "; ".join(filter(None, [exc.context, exc.problem]))
+        tab = " (YAML indents with spaces: replace the tab)" if "\t" in text else ""
+        return f"{where}: not valid YAML: {what}{tab}; fix that line"
+    except yaml.YAMLError as exc:
+        return f"{path}: not valid YAML: {exc}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path}: cannot be read as a text file ({exc})"
+    return None
 
 
 def merged_config_files(*files: str | Path) -> dict:
@@ -335,6 +399,8 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     problems = schema_errors(config, schema)
     if not problems:
         fill_defaults(config, schema)
-        problems = reference_errors(config) + scheduler_errors(config) + path_errors(config) + mini_data_errors(config)
+        expand_user_paths(config)
+        problems = (reference_errors(config) + scheduler_errors(config) + size_errors(config) + path_errors(config)
+                    + mini_data_errors(config))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -24,7 +24,12 @@ HEADER = "path\tsize\tmtime_ns\n"
 
 
 class ListingError(ValueError):
-    """A folder holds a file that cannot be listed (a name that is not valid UTF-8)."""
+    """A folder holds a file that cannot be listed (a name that is not valid UTF-8), or cannot be read."""
+
+
+def _unreadable(path: str, exc: OSError) -> ListingError:
+    return ListingError(f"cannot read {escaped(path)} ({exc.strerror or type(exc).__name__}); make it readable by "
+                        f"this user (e.g. chmod -R u+rX {escaped(path)}) or move it out of the folder")
 
 
 def escaped(path: str) -> str:
@@ -73,21 +78,29 @@ def list_files(root: str | os.PathLike, skip_hidden: bool = True) -> Listing:
     and each real folder is visited once; names starting with '.' are skipped when
     skip_hidden. A root that is a file gives one entry named after it."""
     root = Path(root)
-    if root.is_file():
-        st = root.stat()
-        return Listing([(root.name, st.st_size, st.st_mtime_ns)], st.st_mtime_ns)
+    try:
+        if root.is_file():
+            st = root.stat()
+            return Listing([(root.name, st.st_size, st.st_mtime_ns)], st.st_mtime_ns)
+    except PermissionError as exc:
+        raise _unreadable(os.fspath(root), exc) from None
     entries: list[tuple[str, int, int]] = []
     newest = 0
     seen: set[tuple[int, int]] = set()
     stack = [("", os.fspath(root))]
     while stack:
         prefix, folder = stack.pop()
-        st = os.stat(folder)
+        try:
+            st = os.stat(folder)
+            it = os.scandir(folder)
+        except PermissionError as exc:
+            raise _unreadable(folder, exc) from None
         if (st.st_dev, st.st_ino) in seen:
+            it.close()
             continue
         seen.add((st.st_dev, st.st_ino))
         newest = max(newest, st.st_mtime_ns)
-        with os.scandir(folder) as it:
+        with it:
             for entry in it:
                 if skip_hidden and entry.name.startswith("."):
                     continue

@@ -182,6 +182,11 @@ def check_vae_folder(path: str | Path, key: str = "models.vae") -> Path:
         raise ModelFolderError(f"{key}: folder {folder} does not exist; {hint}")
     if not (folder / "config.json").exists() or not _has_weights(folder):
         raise ModelFolderError(f"{key}: folder {folder} has no config.json or no weights; {hint}")
+    config = _config(folder / "config.json")
+    if "latent_channels" not in config or "block_out_channels" not in config:
+        what = config.get("_class_name") or ", ".join(config.get("architectures") or []) or config.get("model_type")
+        raise ModelFolderError(f"{key}: folder {folder} holds {what or 'a model'} (its config.json has no "
+                               f"latent_channels), not an AutoencoderKL; {hint}")
     weights_variant(folder, key, "diffusion_pytorch_model")
     return folder
 
