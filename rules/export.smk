@@ -76,6 +76,8 @@ rule export:
     params:
         training_set=export_training_set,
         settings=export_settings,
+        # webdataset, shard_size and link (copy | hardlink | symlink): each changes what is
+        # written, so as params a change reruns the export
         options=config["export"],
         command=export_command,
     threads: job_threads("export")

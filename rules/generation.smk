@@ -21,7 +21,8 @@ rule generate:
         models=MODELS,
         # Images go to <out_dir>/images/: a per-image resumable cache (each PNG carries
         # its provenance and is reused only if it matches); the declared output is the
-        # shard manifest that lists them.
+        # shard manifest that lists them, with each PNG's sha256: a later job that finds a
+        # PNG changed removes it and this manifest, so that this job reruns for it.
         out_dir="results/{dataset}/sei/{variant}",
         shard=lambda w: int(w.shard),
         mode=lambda w: variant(w)["mode"],

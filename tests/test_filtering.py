@@ -168,6 +168,6 @@ def test_filter_refuses_missing_files_and_duplicates(tiny_models, tmp_path):
     with pytest.raises(FilterError, match="duplicated sample_id"):
         filter_generated(pd.concat([manifest, manifest]), tiny_models["clip"], 0.5, tmp_path / "f")
     Path(manifest.path.iloc[0]).unlink()
-    with pytest.raises(FilterError, match="do not exist"):
+    with pytest.raises(FilterError, match="changed or missing since they were written: .*0000-000000.png: missing"):
         filter_generated(manifest, tiny_models["clip"], 0.5, tmp_path / "f")
     assert not (tmp_path / "f").exists()

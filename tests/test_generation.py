@@ -11,6 +11,7 @@ batch, exact regeneration) are compared byte for byte.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -101,7 +102,10 @@ def test_manifest_has_provenance_and_layout(reference, tiny_models, tmp_path):
         [["c000_s00003", "c001_s00004", "c002_s00005"]] * 3 + [["c000_s00006", "c001_s00007"]] * 2
     # Each PNG describes itself: its provenance is its manifest row.
     stored = read_provenance(row.path)
-    assert stored == {k: (list(v) if k == "batch" else v) for k, v in row.items() if k not in ("path", "shard")}
+    assert stored == {k: (list(v) if k == "batch" else v) for k, v in row.items()
+                      if k not in ("path", "shard", "sha256", "file_size")}
+    assert (row.sha256, row.file_size) == (hashlib.sha256(Path(row.path).read_bytes()).hexdigest(),
+                                           Path(row.path).stat().st_size)
     # The manifest round-trips through Parquet.
     write_manifest(manifest, tmp_path / "m.parquet")
     back = pd.read_parquet(tmp_path / "m.parquet")

@@ -5,7 +5,8 @@ input:  split (folder with train/val/test.parquet); filtered (methods with pool 
 output: the export folder (output[0]): train/ val/ test/ <class>/ files, metadata.csv per split, README.md,
         export.json and, with export.webdataset, webdataset/*.tar (sdi.pipeline.export).
 params: training_set: variant, pool, multiples, real_copies, keep_ratio, draw_seed (as train_classifier's);
-        settings: what it came from (for its README); options: config.export; command: how to rebuild it.
+        settings: what it came from (for its README); options: config.export (webdataset, shard_size,
+        link: copy | hardlink | symlink); command: how to rebuild it.
 """
 
 from sdi.io.jobs import logged
@@ -18,5 +19,5 @@ with logged(snakemake.log[0]) as log:
     if generated is not None:
         log.info("synthetic images from %s", source)
     export_dataset(inp.split, snakemake.output[0], generated=generated, **p.training_set,
-                   webdataset=p.options["webdataset"], shard_size=p.options["shard_size"], dataset=w.dataset,
-                   method=w.export, settings=p.settings, command=p.command)
+                   webdataset=p.options["webdataset"], shard_size=p.options["shard_size"], link=p.options["link"],
+                   dataset=w.dataset, method=w.export, settings=p.settings, command=p.command)

@@ -16,11 +16,12 @@ SAMPLE_COLUMNS = ["sample_id", "label", "class_name", "sample_index", "seed", "s
 # What generation reads of a sample (plus ``vector`` in SEI mode): the rest is a record for the user.
 GENERATION_INPUT_COLUMNS = ("sample_id", "label", "class_name", "sample_index", "seed")
 # A generation shard's manifest (sei/<variant>/shards/<i>.parquet): one row per generated image and its
-# provenance (sdi.pipeline.provenance), enough to regenerate it.
+# provenance (sdi.pipeline.provenance), enough to regenerate it, and the checksum of its PNG as written
+# (sha256, file_size: manifests written before them lack them, and their images are checked by decoding).
 SHARD_COLUMNS = [
-    "sample_id", "label", "class_name", "sample_index", "seed", "shard", "path", "mode", "prompt",
-    "negative_prompt", "vector_sha256", "scheduler", "scheduler_config", "steps", "guidance_scale", "eta",
-    "dtype", "device", "height", "width", "model_id", "batch", "versions",
+    "sample_id", "label", "class_name", "sample_index", "seed", "shard", "path", "sha256", "file_size", "mode",
+    "prompt", "negative_prompt", "vector_sha256", "scheduler", "scheduler_config", "steps", "guidance_scale",
+    "eta", "dtype", "device", "height", "width", "model_id", "batch", "versions",
 ]
 # What the filter reads of a shard manifest.
 FILTER_INPUT_COLUMNS = ["sample_id", "label", "class_name", "path"]

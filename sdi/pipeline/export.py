@@ -15,12 +15,17 @@ validation and test images, in the layout that torchvision's ``ImageFolder`` and
       webdataset/<split>-000000.tar ...   optional: WebDataset shards of the same rows
 
 Class folders are ``{label:04d}_{class}``, so ImageFolder's sorted folder order gives sdi's labels.
-Files are hard links of the real and generated images, or relative symbolic links where a hard
-link is impossible (another file system), or copies where neither works; sources are never moved
-or changed. A synthetic image drawn more than once (``multiples`` with replacement) has one file
-per draw (``-r1``, ``-r2``... suffixes), so the files are the training rows. The ``real_copies``
-of a method are not files: they are K more passes over ``train``'s real rows, each augmented on
-the fly; the README says so.
+Files are copies of the real and generated images (``link='copy'``, the default), so that a tool
+that edits an exported file in place cannot edit the user's dataset or the workflow's images.
+``link='hardlink'`` makes hard links instead (a relative symbolic link where a hard link is impossible,
+e.g. another file system, a copy where neither works) and ``link='symlink'`` relative symbolic links (a
+copy where impossible): they take no space, but editing an exported file in place edits its source.
+export.json and the README say which kind each file got. Sources are never moved. Synthetic images
+are checked against their shard manifest's checksum first
+(:func:`sdi.pipeline.provenance.verify_generated`). A synthetic image drawn more than once
+(``multiples`` with replacement) has one file per draw (``-r1``, ``-r2``... suffixes), so the files
+are the training rows. The ``real_copies`` of a method are not files: they are K more passes over
+``train``'s real rows, each augmented on the fly; the README says so.
 
 ``metadata.csv`` columns: ``file_name`` (relative to the split folder), ``label`` (sdi's integer
 label), ``class_name``, ``source`` (``real`` / ``synthetic``), and the provenance of a synthetic
@@ -51,6 +56,7 @@ import pandas as pd
 
 from sdi.io.artifacts import atomic_dir, atomic_write
 from sdi.io.schemas import MANIFEST_COLUMNS, require_columns
+from sdi.pipeline.provenance import verify_generated
 from sdi.pipeline.training_set import method_training_set
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ METADATA_COLUMNS = ["file_name", "label", "class_name", "source", "sample_id", "
 COLUMNS = ["split", *METADATA_COLUMNS, "path", "link"]  # the table export_dataset returns
 NONE = "none"  # text columns of real rows (see the module docstring)
 LINK_WORDS = {"hardlink": "hard links", "symlink": "symbolic links", "copy": "copies"}
+LINK_MODES = ("copy", "hardlink", "symlink")  # config.export.link
 
 
 class ExportError(ValueError):
@@ -178,19 +185,23 @@ def _file_names(table: pd.DataFrame) -> list[str]:
     return names
 
 
-def _link(src: Path, dst: Path) -> str:
-    """Hard link src at dst, else a relative symbolic link, else a copy; returns which."""
-    try:
-        os.link(src, dst)
-        return "hardlink"
-    except OSError:
-        pass
-    try:
-        # relative, so the link survives the rename of the temporary folder (a sibling of the same depth)
-        os.symlink(os.path.relpath(src.resolve(), dst.parent.resolve()), dst)
-        return "symlink"
-    except OSError:
-        pass
+def _link(src: Path, dst: Path, mode: str = "copy") -> str:
+    """Place src at dst as ``mode`` (:data:`LINK_MODES`) asks; returns what it became. ``copy``: a copy;
+    ``hardlink``: a hard link, else a relative symbolic link, else a copy; ``symlink``: a relative symbolic
+    link, else a copy."""
+    if mode == "hardlink":
+        try:
+            os.link(src, dst)
+            return "hardlink"
+        except OSError:
+            pass
+    if mode in ("hardlink", "symlink"):
+        try:
+            # relative, so the link survives the rename of the temporary folder (a sibling of the same depth)
+            os.symlink(os.path.relpath(src.resolve(), dst.parent.resolve()), dst)
+            return "symlink"
+        except OSError:
+            pass
     shutil.copy2(src, dst)
     return "copy"
 
@@ -252,9 +263,7 @@ def _readme_intro(name: str, t: pd.Series, info: dict) -> list[str]:
         + (f" of variant `{info['variant']}` ({info['synthetic']})" if info["variant"] else "")
         + f", plus the split's {int(t.val)} validation and {int(t.test)} test images (real only).",
         "",
-        "Files are hard links to the images the workflow read and generated (relative symbolic links, or "
-        "copies, where a hard link is impossible), so editing one in place edits its source: here "
-        + ", ".join(f"{n} {LINK_WORDS[k]}" for k, n in info["links"].items()) + ".",
+        _readme_links(info["link"], info["links"]),
     ]
     if copies:
         lines += ["", f"The method trains on {copies} more copies of the real training images, each augmented "
@@ -264,6 +273,22 @@ def _readme_intro(name: str, t: pd.Series, info: dict) -> list[str]:
         lines += ["", f"{info['repeated_draws']} synthetic files repeat an image that the `multiples` draw picked "
                   "more than once (suffix `-r1`, `-r2`, ...): one file per training row."]
     return lines
+
+
+def _readme_links(mode: str, links: dict[str, int]) -> str:
+    """How the files relate to their sources, for the link mode asked for and the kinds the files got."""
+    here = "Here: " + ", ".join(f"{n} {LINK_WORDS[k]}" for k, n in links.items()) + "."
+    if mode == "copy":
+        return ("Files are copies of the images the workflow read and generated (`export.link: copy`): editing "
+                f"one changes neither the dataset nor the generated image. {here}")
+    what = ("hard links to the images the workflow read and generated (`export.link: hardlink`; a relative "
+            "symbolic link where a hard link is impossible, a copy where neither is possible)" if mode == "hardlink"
+            else "relative symbolic links to the images the workflow read and generated (`export.link: symlink`; "
+            "a copy where a link is impossible)")
+    linked = sum(n for k, n in links.items() if k != "copy")
+    return (f"Files are {what}, so editing a linked file in place edits its source: the dataset's image or the "
+            f"generated one. {here}" + (f" The {links['copy']} copies are independent of their sources."
+                                         if links.get("copy") and linked else ""))
 
 
 def _readme(name: str, counts: pd.DataFrame, info: dict) -> str:
@@ -315,16 +340,16 @@ def _readme(name: str, counts: pd.DataFrame, info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _place_files(table: pd.DataFrame, folder: Path) -> list[str]:
-    """Each row's file linked (or copied) to ``folder/<split>/<file_name>``, and each split's metadata.csv;
-    returns how each file was placed."""
+def _place_files(table: pd.DataFrame, folder: Path, link: str = "copy") -> list[str]:
+    """Each row's file copied (or linked, :func:`_link`) to ``folder/<split>/<file_name>``, and each split's
+    metadata.csv; returns how each file was placed."""
     from tqdm import tqdm
 
     links = []
     for row in tqdm(table.itertuples(index=False), total=len(table), desc="exporting", unit="file", mininterval=2):
         dst = folder / row.split / row.file_name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        links.append(_link(Path(row.path), dst))
+        links.append(_link(Path(row.path), dst, link))
     placed = table.assign(link=links)
     for name, rows in placed.groupby("split", sort=False):
         atomic_write(folder / name / "metadata.csv",
@@ -335,7 +360,7 @@ def _place_files(table: pd.DataFrame, folder: Path) -> list[str]:
 def _export_info(table: pd.DataFrame, counts: pd.DataFrame, out_dir: Path, *, dataset: str, method: str,
                  variant: str | None, pool: str | None, multiples: float | None, draw_seed: int,
                  keep_ratio: float | None, real_copies: int, shards: dict, command: str | None,
-                 settings: dict | None) -> dict:
+                 settings: dict | None, link: str = "copy") -> dict:
     """export.json's content: counts, settings and link types as data (the README is written from it)."""
     from sdi import __version__
 
@@ -348,6 +373,7 @@ def _export_info(table: pd.DataFrame, counts: pd.DataFrame, out_dir: Path, *, da
         "real_copies": int(real_copies),
         "repeated_draws": int((table.file_name.str.contains(r"-r\d+\.[^./]+$") & (table.source == "synthetic"))
                               .sum()),
+        "link": link,  # what was asked (config.export.link); links: what each file became
         "links": {k: int(v) for k, v in table.link.value_counts().items()},
         "webdataset": shards, "command": command, "settings": settings or {},
         "files": {s: int((table.split == s).sum()) for s in SPLITS},
@@ -358,8 +384,9 @@ def _export_info(table: pd.DataFrame, counts: pd.DataFrame, out_dir: Path, *, da
 def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_dir: str | os.PathLike, *,
                    generated: pd.DataFrame | None = None, variant: str | None = None, pool: str | None = "kept",
                    multiples: float | None = None, real_copies: int = 0, keep_ratio: float | None = None,
-                   draw_seed: int = 0, webdataset: bool = False, shard_size: int = 1000, dataset: str = "",
-                   method: str = "", settings: dict | None = None, command: str | None = None) -> pd.DataFrame:
+                   draw_seed: int = 0, webdataset: bool = False, shard_size: int = 1000, link: str = "copy",
+                   dataset: str = "", method: str = "", settings: dict | None = None,
+                   command: str | None = None) -> pd.DataFrame:
     """Write one method's training set, with the split's val and test images, as a dataset folder.
 
     Args:
@@ -371,6 +398,8 @@ def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_di
             :func:`sdi.config.experiments.methods` resolves them
             (see :func:`sdi.pipeline.training_set.method_training_set`).
         webdataset: also write WebDataset tar shards of ``shard_size`` samples each.
+        link: how files are placed (:data:`LINK_MODES`, config.export.link): ``copy`` (the default),
+            ``hardlink`` or ``symlink`` (editing such a file in place edits its source; see the module docstring).
         dataset, method: names for the README; settings: what the export came from (written to the
             README and export.json); command: the command that rebuilds it.
 
@@ -384,6 +413,9 @@ def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_di
     _check_split(split)
     if shard_size < 1:
         raise ExportError(f"config.export.shard_size: {shard_size} must be >= 1")
+    if link not in LINK_MODES:
+        raise ExportError(f"config.export.link: {link!r} must be one of {', '.join(LINK_MODES)} (copy: the default, "
+                          "files independent of their sources)")
     out_dir = Path(out_dir)
     _check_destination(out_dir)
     train_set, synthetic = method_training_set(split["train"], generated, variant=variant, pool=pool,
@@ -394,14 +426,17 @@ def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_di
     if absent:
         raise ExportError(f"{len(absent)} image file(s) of the export do not exist, e.g. {absent[:3]}; rerun the "
                           "stage that writes them (split for real images, generation for synthetic ones)")
+    if synthetic is not None and len(synthetic):  # a generated image changed since generation is not exported
+        used = synthetic[synthetic.path.astype(str).isin(set(table.path[table.source == "synthetic"]))]
+        verify_generated(used, what="export: synthetic images", error=ExportError)
 
     with atomic_dir(out_dir) as tmp:  # replaced whole (module docstring)
-        table["link"] = _place_files(table, tmp)
+        table["link"] = _place_files(table, tmp, link)
         shards = _write_webdataset(table, tmp / "webdataset", shard_size) if webdataset else {}
         counts = export_counts(table)
         info = _export_info(table, counts, out_dir, dataset=dataset, method=method, variant=variant, pool=pool,
                             multiples=multiples, draw_seed=draw_seed, keep_ratio=keep_ratio, real_copies=real_copies,
-                            shards=shards, command=command, settings=settings)
+                            shards=shards, command=command, settings=settings, link=link)
         atomic_write(tmp / "README.md", lambda p: p.write_text(_readme(f"{dataset}/{method}".strip("/") or "export",
                                                                        counts, info)))
         atomic_write(tmp / MARKER, lambda p: p.write_text(json.dumps(info, indent=2, default=str) + "\n"))
@@ -410,6 +445,6 @@ def export_dataset(split: Mapping[str, pd.DataFrame] | str | os.PathLike, out_di
     logger.info("exported %d files in %.1f s (%.0f files/s): train %d real + %d synthetic, val %d, test %d; %s%s "
                 "-> %s", len(table), elapsed, len(table) / max(elapsed, 1e-9), n.get(("train", "real"), 0),
                 n.get(("train", "synthetic"), 0), n.get(("val", "real"), 0), n.get(("test", "real"), 0),
-                ", ".join(f"{v} {k}s" for k, v in info["links"].items()),
+                ", ".join(f"{v} {LINK_WORDS[k]}" for k, v in info["links"].items()),
                 f", {sum(len(v) for v in shards.values())} WebDataset shards" if shards else "", out_dir)
     return table[COLUMNS]

@@ -4,8 +4,11 @@ Each generated image is scored by ``100 x cos(image_embeds, text_embeds)`` of a 
 (L2-normalised projected embeddings; the text is ``"a photo of a {class_name}"``), and per
 class the top ``int(n x keep_ratio)`` images are kept. ``score="reference"`` reproduces the
 reference code instead (METHOD.md section 8): only the text embedding is normalised, so the
-score is ``100 x ||image_embeds|| x cos``, which ranks differently. Filtering only writes tables and a
-preview: generated files are never deleted, moved or altered.
+score is ``100 x ||image_embeds|| x cos``, which ranks differently. Filtering writes tables and a
+preview; it never moves or alters a generated file. It first checks each image against the checksum
+its shard manifest recorded (:func:`sdi.pipeline.provenance.verify_generated`): an image missing or
+changed since generation fails the job naming it, after deleting the image and that shard manifest
+(both the workflow's own outputs) so that the next ``snakemake`` call regenerates it.
 
 Outputs of :func:`filter_generated` (in ``out_dir``):
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,7 @@ from sdi.io.images import load_rgb
 from sdi.io.schemas import FILTER_INPUT_COLUMNS, require_columns
 from sdi.models.devices import resolve_device, resolve_dtype
 from sdi.models.loaders import ClipEmbedder, image_encodings, load_filter_clip
+from sdi.pipeline.provenance import verify_generated
 from sdi.pipeline.training_set import keep_counts
 
 logger = logging.getLogger(__name__)
@@ -227,22 +232,35 @@ def write_image_embeddings(rows: pd.DataFrame, embeddings: np.ndarray, path: str
     write_parquet(table.append_column(EMBEDDING_COLUMN, vector_array(embeddings, EMBEDDING_COLUMN)), path)
 
 
-def check_manifest(manifest: pd.DataFrame) -> None:
-    """Raise FilterError unless the generation manifest has the columns, unique ids and files."""
+def read_shard_manifests(files: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """The generation shard manifests ``files``, concatenated, after :func:`check_manifest` (which then
+    removes a bad image with the file among ``files`` that lists it)."""
+    if not files:
+        raise FilterError("no generation shard manifest given; expected sei/<variant>/shards/<i>.parquet files")
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise FilterError(f"generation shard manifest(s) {missing[:3]} do not exist; rerun generation for them")
+    tables = {str(f): pd.read_parquet(f) for f in files}
+    manifest = pd.concat(tables.values(), ignore_index=True)
+    check_manifest(manifest, shard_files=tables)
+    return manifest
+
+
+def check_manifest(manifest: pd.DataFrame, shard_files: dict[str, pd.DataFrame] | None = None) -> None:
+    """Raise FilterError unless the generation manifest has the columns, unique ids and files, each file as
+    generation wrote it (:func:`sdi.pipeline.provenance.verify_generated`: a bad one is removed, with the
+    shard manifest that lists it, ``shard_files`` {file: table} or found by the layout)."""
     require_columns(manifest, FILTER_INPUT_COLUMNS, "generation manifest", "expected the generation stage's shard "
                     "manifests (sample_id, label, class_name, path)", FilterError)
     dup = manifest.sample_id[manifest.sample_id.duplicated()].tolist()
     if dup:
         raise FilterError(f"generation manifest: {len(dup)} duplicated sample_id(s), e.g. {dup[:3]}; "
                           "a shard manifest is listed twice or two runs were mixed")
-    absent = [p for p in manifest.path.astype(str) if not Path(p).is_file()]
-    if absent:
-        raise FilterError(f"generation manifest: {len(absent)} image file(s) do not exist, e.g. {absent[:3]}; "
-                          "rerun generation for their shards")
+    verify_generated(manifest, shard_files, what="generation manifest", error=FilterError)
 
 
 def filter_generated(
-    manifest: pd.DataFrame,
+    manifest: pd.DataFrame | Sequence[str | os.PathLike],
     clip_path: str | os.PathLike,
     keep_ratio: float,
     out_dir: str | os.PathLike,
@@ -259,7 +277,8 @@ def filter_generated(
     """Score, rank and select generated images; write manifest.parquet, counts.csv, grid.png.
 
     Args:
-        manifest: the concatenated generation manifests (sample_id, label, class_name, path, ...).
+        manifest: the generation shard manifest files, or their concatenated tables (sample_id, label,
+            class_name, path, ...). Files let a bad image's manifest be removed by name (:func:`check_manifest`).
         clip_path: CLIP ViT-L/14 folder (or the tiny CLIP).
         keep_ratio: fraction kept per class, ``int(n_c * keep_ratio)`` (0.5 in the paper).
         out_dir: folder for the three outputs (each written atomically).
@@ -270,7 +289,10 @@ def filter_generated(
         The scored manifest (input columns + score, rank, kept), sorted by (label, sample_id).
     """
     t_start, encoded_before = time.monotonic(), image_encodings()
-    check_manifest(manifest)
+    if isinstance(manifest, pd.DataFrame):
+        check_manifest(manifest)
+    else:
+        manifest = read_shard_manifests(manifest)
     keep_counts(manifest["label"], keep_ratio, "filter.keep_ratio", FilterError)  # checked before scoring
     scored = manifest.sort_values(["label", "sample_id"], kind="stable").reset_index(drop=True)
     scored["score"], embeddings = clip_scores_and_embeddings(

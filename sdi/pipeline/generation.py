@@ -8,7 +8,9 @@ manifest records the batch each image was generated in
 
 Each PNG carries its own provenance (the manifest row, as JSON in a ``sdi`` text chunk).
 A rerun keeps an existing PNG only if it decodes fully and its provenance matches the
-current settings; a missing, truncated or stale image is generated again.
+current settings; a missing, truncated or stale image is generated again. The manifest also
+records each PNG's ``sha256`` and ``file_size`` as written, which the later stages check
+(:func:`sdi.pipeline.provenance.verify_generated`).
 
 Background threads turn the pipeline's float images into 8-bit pixels and PNG files, so
 that encoding overlaps the next batch's denoising.
@@ -45,12 +47,13 @@ from sdi.models.generator import (
     to_pil,
 )
 from sdi.pipeline.provenance import (
+    CHECKSUM_COLUMNS,
     _matches,
     _versions,
     image_relpath,
-    read_provenance,
-    save_png,
+    read_provenance_and_digest,
     vector_sha256,
+    write_png,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,8 +85,9 @@ def _check_samples(samples: pd.DataFrame, mode: str, d_cross: int | None = None,
                 raise GenerationError(f"{what}: sample {sid} has a vector with NaN/inf values")
 
 
-def _save_array(image: np.ndarray, path: Path, provenance: Mapping) -> Path:
-    return save_png(to_pil(image), path, provenance)
+def _save_array(image: np.ndarray, path: Path, provenance: Mapping) -> tuple[str, int]:
+    """Encode and write one image; (sha256, size) of the bytes written."""
+    return write_png(to_pil(image), path, provenance)[1:]
 
 
 def _provenance(row, settings: GenerationSettings, made_by: Mapping, size: int) -> dict:
@@ -100,26 +104,30 @@ def _provenance(row, settings: GenerationSettings, made_by: Mapping, size: int) 
     }
 
 
-def _existing(paths: list[Path], expected: list[dict]) -> list[dict | None]:
-    """Each sample's provenance if its PNG is there, decodes fully and was made as ``expected``, else None."""
+def _existing(paths: list[Path], expected: list[dict]) -> tuple[list[dict | None], list[tuple[str, int] | None]]:
+    """Each sample's provenance if its PNG is there, decodes fully and was made as ``expected``, else None;
+    and for those kept, (sha256, size) of the bytes that were checked."""
     from tqdm import tqdm
 
     for folder in sorted({p.parent for p in paths}):  # what killed writers left behind
         remove_stale_temps(folder)
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
-        stored = list(tqdm(pool.map(read_provenance, paths), total=len(paths), desc="checking existing images",
-                           unit="img", mininterval=2, disable=len(paths) == 0))
+        read = list(tqdm(pool.map(read_provenance_and_digest, paths), total=len(paths),
+                         desc="checking existing images", unit="img", mininterval=2, disable=len(paths) == 0))
+    stored = [r[0] for r in read]
     records = [s if _matches(s, e) else None for s, e in zip(stored, expected, strict=True)]
+    digests = [r[1:] if rec is not None else None for r, rec in zip(read, records, strict=True)]
     todo = [i for i, r in enumerate(records) if r is None]
     logger.info("%d samples: %d already generated, %d to generate (%d existing file(s) with other settings)",
                 len(paths), len(paths) - len(todo), len(todo), sum(1 for i in todo if stored[i] is not None))
-    return records
+    return records, digests
 
 
 def _generate_missing(samples: pd.DataFrame, generator: ImageGenerator, settings: GenerationSettings,
                       records: list[dict | None], expected: list[dict], paths: list[Path], batch_size: int,
-                      save_threads: int) -> int:
-    """Generate every sample whose record is None, fill in its record and save its PNG; returns how many.
+                      save_threads: int, digests: list[tuple[str, int] | None]) -> int:
+    """Generate every sample whose record is None, fill in its record and its digest (sha256, size of the
+    PNG written) and save its PNG; returns how many.
 
     Batches are fixed groups of the shard's samples (positions k*B .. k*B+B-1), whatever was
     generated before: a resumed shard regenerates each group that misses an image as a whole
@@ -152,15 +160,16 @@ def _generate_missing(samples: pd.DataFrame, generator: ImageGenerator, settings
             missing = [(i, image) for i, image in zip(idx, images, strict=True) if records[i] is None]
             for i, image in missing:
                 records[i] = {**expected[i], "batch": ids, "versions": versions}
-                pending.append(pool.submit(_save_array, image, paths[i], records[i]))
+                pending.append((i, pool.submit(_save_array, image, paths[i], records[i])))
             while len(pending) > 2 * batch_size:  # about two batches wait for encoding at most
-                pending.pop(0).result()
+                i, future = pending.pop(0)
+                digests[i] = future.result()
             bar.update(len(missing))
             generated += len(missing)
             kill_point("mid_shard")
-        done, _ = wait(pending)
-        for f in done:
-            f.result()  # re-raise a failed write
+        wait([f for _, f in pending])
+        for i, future in pending:
+            digests[i] = future.result()  # re-raises a failed write
     return generated
 
 
@@ -192,18 +201,22 @@ def generate_shard(samples: pd.DataFrame, generator: ImageGenerator, out_dir: st
     made_by = generator.settings()
     expected = [_provenance(r, settings, made_by, size) for r in samples.itertuples(index=False)]
     paths = [out_dir / image_relpath(r.label, r.class_name, r.sample_id) for r in samples.itertuples(index=False)]
-    records = _existing(paths, expected)
+    records, digests = _existing(paths, expected)
     if any(r is None for r in records) and batch_size == "auto":
         batch_size = generator.auto_batch_size(size, size)
         logger.info("batch_size auto: %d on %s", batch_size, generator.device)
     t_start = time.monotonic()
-    generated = _generate_missing(samples, generator, settings, records, expected, paths, batch_size, save_threads)
+    generated = _generate_missing(samples, generator, settings, records, expected, paths, batch_size, save_threads,
+                                  digests)
     if generated:
         logger.info("generated %d images in %.1f s (%.2f img/s)", generated, time.monotonic() - t_start,
                     generated / max(time.monotonic() - t_start, 1e-9))
-    manifest = pd.DataFrame(records, columns=[c for c in SHARD_COLUMNS if c not in ("path", "shard")])
+    columns = [c for c in SHARD_COLUMNS if c not in ("path", "shard", *CHECKSUM_COLUMNS)]  # the PNG's provenance
+    manifest = pd.DataFrame(records, columns=columns)
     manifest.insert(5, "shard", samples["shard"].astype("int64") if "shard" in samples.columns else -1)
     manifest.insert(6, "path", [str(p) for p in paths])
+    manifest.insert(7, "sha256", [d[0] for d in digests])
+    manifest.insert(8, "file_size", pd.Series([d[1] for d in digests], dtype="int64"))
     return manifest[SHARD_COLUMNS]
 
 
