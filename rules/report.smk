@@ -38,6 +38,27 @@ def summary_runs():
     ]
 
 
+def summary_samplings():
+    """The SEI samplers of the methods, per enabled dataset: {dataset, sampler, samples, methods}
+    (the summary notes their one-image classes; the samples are upstream of the runs anyway).
+    """
+    used = {}
+    for m, e in METHODS.items():
+        if e["variant"] is None:
+            continue
+        settings = variant_settings(config, e["variant"])
+        if settings["mode"] != "sei":
+            continue
+        for d in enabled_datasets(config):
+            labels = used.setdefault((d, settings["sampler"]), [])
+            if e["label"] not in labels:
+                labels.append(e["label"])
+    return [
+        {"dataset": d, "sampler": s, "samples": paths.samples(d, s), "methods": labels}
+        for (d, s), labels in used.items()
+    ]
+
+
 def stage_benchmarks(dataset, method):
     """Benchmark files of the upstream stages a method needs, named after their logs
     (logs/X.log -> benchmarks/X.tsv); the summary counts those that exist. A protocol that
@@ -195,6 +216,7 @@ rule training_curves:
 rule summary:
     input:
         metrics=[r["metrics"] for r in summary_runs()],
+        samples=[e["samples"] for e in summary_samplings()],
     output:
         csv="results/summary.csv",
         md="results/summary.md",
@@ -217,6 +239,7 @@ rule summary:
         datasets=enabled_datasets(config),
         labels={m: e["label"] for m, e in METHODS.items()},
         protocols={m: e["protocol"] for m, e in METHODS.items()},
+        samplings=summary_samplings(),
         stage_benchmarks={
             m: [f for d in enabled_datasets(config) for f in stage_benchmarks(d, m)]
             for m in METHODS

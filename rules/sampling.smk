@@ -1,6 +1,7 @@
 # SEI sampling (METHOD section 4): conditioning vectors per class, one table per sampler.
 # Variants that share a sampler (e.g. two guidance scales) share its samples. SEI samplers read the
 # projected embeddings; the text baseline only the split.
+from sdi.config.validation import without_checks
 
 
 rule sample:
@@ -19,7 +20,8 @@ rule sample:
     benchmark:
         "benchmarks/{dataset}/sample_{sampler}.tsv"
     params:
-        sampler=lookup(dpath="samplers/{sampler}", within=config),
+        # less its check-only min_images (sdi.config.validation.CHECK_ONLY), which the job reads
+        sampler=lambda w: without_checks("sampler", config["samplers"][w.sampler]),
         shards=config["generation"]["shards"],
         run_seed=config["generation"]["seed"],
     threads: job_threads("sample")

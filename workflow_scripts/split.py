@@ -8,8 +8,15 @@ from sdi.io.jobs import logged
 with logged(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output
     key = dataset_key(snakemake.wildcards.dataset)
-    table = read_dataset(p.format, p.root, key, options=p.options, seed=p.seed)
+    table = read_dataset(p.format, p.root, key, options=p.options, seed=p.seed,
+                         # check-only (sdi.config.validation.CHECK_ONLY): read here, not a param
+                         allow_missing_test_classes=snakemake.config["split"]["allow_missing_test_classes"])
     log.info("%s: %s", p.root, table.groupby("subset").size().to_dict())
+    if table.attrs["missing_test_classes"]:
+        missing = table.attrs["missing_test_classes"]
+        log.warning("%s: %d of %d class(es) have no test image (config.split.allow_missing_test_classes is true): "
+                    "test accuracy is over the other classes only: %s", p.root, len(missing),
+                    table.label.nunique(), ", ".join(missing))
     if table.attrs.get("skipped"):
         log.warning("%s: skipped %s", p.root, skipped_text(table.attrs["skipped"]))
     check_images(table, threads=snakemake.threads)

@@ -10,7 +10,7 @@ import os
 import yaml
 
 from sdi.config.protocols import DEFAULT, PROBED, PROTOCOL_KEYS, PROTOCOLS, TRAINED, WEIGHTED
-from sdi.config.validation import without_execution
+from sdi.config.validation import without_checks, without_execution
 from sdi.io.artifacts import atomic_write
 
 FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.variant_settings that only filtering reads
@@ -151,7 +151,7 @@ def run_snapshot(config: dict, dataset: str, method: str, seed: int, variant_set
         "seed": int(seed),
         "method_entry": entry,
         "datasets": {dataset: config["datasets"][dataset]},
-        "split": config["split"],
+        "split": without_checks("split", config["split"]),
         "classifier": classifier_settings(config, entry, seed),
     }
     if entry["variant"] is not None:
@@ -160,7 +160,7 @@ def run_snapshot(config: dict, dataset: str, method: str, seed: int, variant_set
         snapshot.update({
             "variant": entry["variant"],
             "variant_settings": variant_settings,
-            "sampler": config["samplers"][variant_settings["sampler"]],
+            "sampler": without_checks("sampler", config["samplers"][variant_settings["sampler"]]),
             "models": config["models"],
             "projector": config["projector"],
             "generation_seed": config["generation"]["seed"],

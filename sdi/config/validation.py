@@ -40,6 +40,18 @@ EXECUTION_ONLY = {
 }
 
 
+# Check-only settings: whether a job may go on with an input that it then warns about (a class without
+# test images, a class sampled from one image), not what the job computes. Like the execution-only settings
+# they are in no params and no run snapshot, so that setting one, or the default it gets, reruns nothing;
+# jobs read them from the config. Keyed by section, "sampler" for each entry of samplers.
+CHECK_ONLY = {"split": ("allow_missing_test_classes",), "sampler": ("min_images",)}
+
+
+def without_checks(kind: str, values: dict) -> dict:
+    """A config section (or, for ``sampler``, one sampler's entry) without its check-only keys."""
+    return {k: v for k, v in values.items() if k not in CHECK_ONLY.get(kind, ())}
+
+
 def execution_only_paths() -> list[str]:
     """Dotted config paths of the execution-only settings (``device``, ``generation.batch_size``, ...)."""
     return [k if keys is None else f"{k}.{sub}" for k, keys in EXECUTION_ONLY.items() for sub in (keys or [None])]

@@ -24,9 +24,12 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
         class_names: optional C names, used in ``per_class``; default: the label as text.
 
     Returns:
-        ``{"n", "num_classes", "top1", "balanced", "per_class", "confusion"}`` where
-        ``top1`` is the accuracy in percent, ``balanced`` the mean of per-class recall over the
-        classes present in ``y_true`` in percent (scikit-learn's ``balanced_accuracy_score``),
+        ``{"n", "num_classes", "test_classes", "absent_classes", "top1", "balanced", "per_class",
+        "confusion"}`` where ``test_classes`` is the number of classes present in ``y_true`` (the
+        classes both accuracies are over), ``absent_classes`` the names of the others (a split with
+        config.split.allow_missing_test_classes), ``top1`` the accuracy in percent, ``balanced`` the mean
+        of per-class recall over the classes present in ``y_true`` in percent (scikit-learn's
+        ``balanced_accuracy_score``),
         ``per_class`` a list of C ``{"label", "class_name", "n", "correct", "accuracy"}`` (accuracy
         in percent, None for a class with no sample) and ``confusion`` the C x C confusion matrix
         as nested lists, rows = true label, columns = predicted label.
@@ -66,6 +69,8 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     return {
         "n": int(y_true.size),
         "num_classes": int(num_classes),
+        "test_classes": int((support > 0).sum()),
+        "absent_classes": [row["class_name"] for row in per_class if not row["n"]],
         "top1": 100.0 * float(accuracy_score(y_true, y_pred)),
         "balanced": 100.0 * float(balanced),
         "per_class": per_class,

@@ -55,8 +55,25 @@ def read_benchmark_seconds(path: str | os.PathLike) -> float:
     return float(table["s"].sum())
 
 
+CLASS_COLUMNS = ("num_classes", "test_classes", "absent_classes")
+
+
+def _class_coverage(m: dict) -> dict:
+    """num_classes, test_classes (those with a test image: the accuracies are over them) and absent_classes
+    (names) of a metrics.json; from its per_class rows where it predates those keys, None where it has neither."""
+    if "test_classes" in m:
+        return {"num_classes": int(m["num_classes"]), "test_classes": int(m["test_classes"]),
+                "absent_classes": list(m.get("absent_classes", []))}
+    if m.get("per_class"):
+        absent = [str(r["class_name"]) for r in m["per_class"] if not r["n"]]
+        return {"num_classes": len(m["per_class"]), "test_classes": len(m["per_class"]) - len(absent),
+                "absent_classes": absent}
+    return {"num_classes": None, "test_classes": None, "absent_classes": []}
+
+
 def collect_runs(runs: list[dict]) -> pd.DataFrame:
-    """One row per run: dataset, method, seed, metrics (path), top1, balanced, wall_time_s, device.
+    """One row per run: dataset, method, seed, metrics (path), top1, balanced, wall_time_s, device,
+    num_classes, test_classes, absent_classes (see :func:`class_notes`).
 
     runs: dicts with keys dataset, method, seed, metrics (path of metrics.json).
     """
@@ -70,8 +87,52 @@ def collect_runs(runs: list[dict]) -> pd.DataFrame:
                              "(sdi.training.classifier writes them)")
         rows.append({"dataset": run["dataset"], "method": run["method"], "seed": int(run["seed"]),
                      "metrics": str(path), **{k: float(m[k]) for k in METRICS},
-                     "wall_time_s": float(m["wall_time_s"]), "device": str(m["device"])})
-    return pd.DataFrame(rows, columns=["dataset", "method", "seed", "metrics", *METRICS, "wall_time_s", "device"])
+                     "wall_time_s": float(m["wall_time_s"]), "device": str(m["device"]), **_class_coverage(m)})
+    return pd.DataFrame(rows, columns=["dataset", "method", "seed", "metrics", *METRICS, "wall_time_s", "device",
+                                       *CLASS_COLUMNS])
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    quoted = [repr(n) for n in names[:shown]]
+    return ", ".join(quoted) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def class_notes(runs: pd.DataFrame, datasets: list[str]) -> list[str]:
+    """One line per dataset whose test set lacks classes (config.split.allow_missing_test_classes), e.g.
+    ``pets: accuracy over 9 of 10 classes (class 'X' has no test image)``."""
+    notes = []
+    for d in datasets:
+        rows = runs[(runs.dataset == d) & runs.test_classes.notna()]
+        rows = rows[rows.test_classes < rows.num_classes]
+        seen = dict.fromkeys((int(r.test_classes), int(r.num_classes), tuple(r.absent_classes))
+                             for r in rows.itertuples())
+        for tested, total, absent in seen:
+            what = (f"class {_names(list(absent))} has" if len(absent) == 1
+                    else f"classes {_names(list(absent))} have")
+            notes.append(f"{d}: accuracy over {tested} of {total} classes ({what} no test image; balanced accuracy "
+                         f"is the mean recall over those {tested})")
+    return notes
+
+
+def sampling_notes(samplings: list[dict]) -> list[str]:
+    """One line per (dataset, sampler) that sampled a class from one image.
+
+    samplings: dicts with dataset, sampler, samples (path of its samples table), methods (row labels using it).
+    """
+    from sdi.pipeline.sampling import single_image_classes
+
+    notes = []
+    for entry in samplings:
+        single = single_image_classes(entry["samples"])
+        if not single:
+            continue
+        listed = ", ".join(f"{c['class_name']!r} ({c['n_samples']} samples)" for c in single[:5])
+        listed += f" and {len(single) - 5} more" if len(single) > 5 else ""
+        notes.append(f"{entry['dataset']}, sampler {entry['sampler']} ({', '.join(entry['methods'])}): "
+                     f"{len(single)} class(es) have one training image, so all their samples are copies of that "
+                     f"image's embedding: {listed}; set config.samplers.{entry['sampler']}.min_images: 2 to fail "
+                     "instead")
+    return notes
 
 
 def summary_table(runs: pd.DataFrame, datasets: list[str], method_names: list[str],
@@ -138,7 +199,7 @@ def _links(runs: pd.DataFrame, method: str, dataset: str, base: Path, fmt: str) 
 
 def write_summary(runs: pd.DataFrame, datasets: list[str], method_labels: dict[str, str], out: dict[str, str],
                   *, stage_benchmarks: dict[str, list[str]] | None = None, metric: str = "top1",
-                  protocols: dict[str, str] | None = None) -> pd.DataFrame:
+                  protocols: dict[str, str] | None = None, samplings: list[dict] | None = None) -> pd.DataFrame:
     """Write out["csv"], out["md"], out["html"], out["png"] (see the module docstring); returns the csv table.
 
     runs: :func:`collect_runs`; datasets and method_labels ({method: row label}) give the order.
@@ -146,6 +207,9 @@ def write_summary(runs: pd.DataFrame, datasets: list[str], method_labels: dict[s
     protocols: {method: evaluation protocol} (default: scratch for all). Rows of different protocols are
     never ranked against each other: the markdown and HTML show one table per protocol, in order of
     first appearance, and the csv has a ``protocol`` column.
+    samplings: the SEI samplers the methods use (:func:`sampling_notes`). The markdown and HTML end with a
+    "Notes" list: datasets whose accuracy is over fewer classes than they have (:func:`class_notes`) and
+    classes sampled from one image.
     """
     names = list(method_labels)
     protocols = {m: (protocols or {}).get(m, DEFAULT_PROTOCOL) for m in names}
@@ -176,15 +240,21 @@ def write_summary(runs: pd.DataFrame, datasets: list[str], method_labels: dict[s
     note = ("device-hours: wall time of the method's classifier runs (all datasets and seeds) plus the upstream "
             "stages with a benchmark file, each counted from scratch for every method that needs it; "
             "GPU-hours where the device is cuda.")
+    notes = class_notes(runs, datasets) + sampling_notes(samplings or [])
     md += ["", note, ""]
+    if notes:
+        md += ["**Notes**", "", *[f"- {n}" for n in notes], ""]
     atomic_write(out["md"], lambda tmp: tmp.write_text("\n".join(md)))
+    notes_html = ("<p><b>Notes</b></p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
+                  if notes else "")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>summary</title><style>"
             "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
             "td{text-align:right}</style></head><body>"
             f"<p>{html.escape(header.split(';')[0])}; <b>best</b>, <u>second best</u> per column"
             f"{' within each protocol' if len(groups) > 1 else ''}.</p>"
             "<table><tr><th>method</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-            + "<th>device-hours</th></tr>" + "".join(html_rows) + f"</table><p>{html.escape(note)}</p></body></html>")
+            + "<th>device-hours</th></tr>" + "".join(html_rows) + f"</table><p>{html.escape(note)}</p>{notes_html}"
+            "</body></html>")
     atomic_write(out["html"], lambda tmp: tmp.write_text(page))
     labels = method_labels if len(groups) == 1 else {m: f"{method_labels[m]} [{protocols[m]}]" for m in names}
     _bar_chart(table, datasets, labels, out["png"], metric)

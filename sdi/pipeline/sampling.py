@@ -43,10 +43,18 @@ single embedding plus N(0, cov_eps) jitter per dimension (for 'gmm' too, which s
 cannot fit on one observation). The mixture uses ``k = min(n_components, n_c)`` components:
 a class with fewer images than ``n_components`` gets fewer, which the ``n_components`` column
 records and a warning per class reports (each of its components then sits on one image).
+
+One-image classes. With 'gauss' or 'gmm', every sample of a class with one embedding is that
+embedding plus jitter: the generated images are near copies of one conditioning. Each such
+class is a warning in the job's log and is recorded in the samples file (its Parquet metadata,
+:func:`single_image_classes`), which results/summary.md shows as a note. ``min_images``
+(``samplers.<name>.min_images``) makes it an error instead: a class with fewer embeddings fails.
+The count is the one after the validation split, known only in this job, not at planning.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -63,6 +71,8 @@ from sdi.io.artifacts import vector_array, write_parquet
 from sdi.io.schemas import SAMPLE_COLUMNS, require_columns
 
 METHODS = ("gauss", "gmm", "text")
+DISTRIBUTION_METHODS = ("gauss", "gmm")  # those that model the embeddings (min_images applies to them)
+SINGLE_IMAGE_META = b"sdi.single_image_classes"  # samples file metadata: JSON list of {label, class_name, n_samples}
 REFERENCE_SEED = 42  # the reference seeds every class's sampler with this constant
 _SAMPLER_STREAM, _GENERATION_STREAM = 0, 1  # keep the two seed families apart
 
@@ -167,8 +177,10 @@ def _check_table(embeddings: pd.DataFrame, method: str) -> None:
 
 
 def _check_arguments(embeddings: pd.DataFrame, method: str, n_components: int, expansion: float, seed: int,
-                     image_seed: int, n_shards: int) -> None:
+                     image_seed: int, n_shards: int, min_images: int, key: str) -> None:
     _check_table(embeddings, method)
+    if min_images < 1:
+        raise SamplingError(f"{key}.min_images: {min_images} must be >= 1")
     if expansion < 0:
         raise SamplingError(f"samplers.<name>.expansion: {expansion} must be >= 0")
     if n_shards < 1:
@@ -179,6 +191,15 @@ def _check_arguments(embeddings: pd.DataFrame, method: str, n_components: int, e
         raise SamplingError(f"samplers.<name>.n_components: {n_components} must be >= 1")
     if len(embeddings) == 0:
         raise SamplingError("embeddings table: no rows; the embedding stage wrote an empty table")
+    if method in DISTRIBUTION_METHODS:
+        counts = embeddings.groupby("label").agg(n=("class_name", "size"), class_name=("class_name", "first"))
+        few = counts[counts["n"] < min_images]
+        if len(few):
+            listed = ", ".join(f"{r['class_name']!r} (label {label}): {r['n']}" for label, r in few.iterrows())
+            raise SamplingError(f"{key}.min_images is {min_images}, but {len(few)} class(es) have fewer training "
+                                f"images after the validation split ({listed}); add images, lower "
+                                f"config.split.val_fraction, or lower {key}.min_images (1 samples them anyway, "
+                                "with a warning)")
 
 
 def _class_vectors(label: int, group: pd.DataFrame, n: int, method: str, n_components: int, class_seed: int,
@@ -198,6 +219,14 @@ def _class_vectors(label: int, group: pd.DataFrame, n: int, method: str, n_compo
                     "asked for; each component sits on one image", label, group["class_name"].iloc[0], len(x),
                     fitted, n_components)
     return list(draws.astype(np.float32)), fitted
+
+
+def _warn_single_image(label: int, class_name: str, n: int, method: str, key: str) -> dict:
+    """Log that a one-image class's samples are copies of its embedding; returns its record."""
+    log.warning("class %d (%s): 1 training image, so all %d samples (method %s) are copies of its one embedding "
+                "(plus N(0, cov_eps) jitter); add training images (or lower config.split.val_fraction), or set "
+                "%s.min_images: 2 to make this an error", label, class_name, n, method, key)
+    return {"label": label, "class_name": class_name, "n_samples": n}
 
 
 def _class_samples(label: int, group: pd.DataFrame, *, method: str, n_components: int, expansion: float,
@@ -228,6 +257,8 @@ def sample_class_embeddings(
     cov_eps: float = 1e-6,
     per_class_seed: bool = True,
     image_seed: int | None = None,
+    min_images: int = 1,
+    key: str = "samplers.<name>",
 ) -> pd.DataFrame:
     """Draw the conditioning vectors of every image to generate (see the module docstring).
 
@@ -245,12 +276,17 @@ def sample_class_embeddings(
         cov_eps: ridge added to the covariance diagonal (GMM: ``reg_covar``).
         per_class_seed: False seeds every class's sampler with 42 (the reference scheme).
         image_seed: run seed of the per-image generation seeds (``seed`` column); None: ``seed``.
+        min_images: 'gauss' and 'gmm' fail (SamplingError naming ``<key>.min_images``) when a class has
+            fewer embeddings; with 1 a one-image class is sampled, with a warning.
+        key: the sampler's config key, for messages (``config.samplers.<name>``).
 
     Returns:
-        DataFrame with columns SAMPLE_COLUMNS, sorted by (label, sample_index).
+        DataFrame with columns SAMPLE_COLUMNS, sorted by (label, sample_index). ``attrs["single_image_classes"]``:
+        ``[{label, class_name, n_samples}]`` of the 'gauss' / 'gmm' classes sampled from one embedding
+        (:func:`write_samples` stores it in the file).
     """
     image_seed = seed if image_seed is None else image_seed
-    _check_arguments(embeddings, method, n_components, expansion, seed, image_seed, n_shards)
+    _check_arguments(embeddings, method, n_components, expansion, seed, image_seed, n_shards, min_images, key)
     order = ["label", "image_id"] if "image_id" in embeddings.columns else ["label"]
     table = embeddings.sort_values(order, kind="stable")
 
@@ -264,15 +300,29 @@ def sample_class_embeddings(
     samples["shard"] = np.arange(len(samples)) % n_shards
     samples = samples.astype({"sample_id": str, "label": "int64", "class_name": str, "sample_index": "int64",
                               "seed": "int64", "shard": "int64", "n_components": "int64"})
-    return samples[SAMPLE_COLUMNS]
+    samples = samples[SAMPLE_COLUMNS]
+    samples.attrs["single_image_classes"] = [
+        _warn_single_image(int(label), str(group["class_name"].iloc[0]), n_generated(1, expansion), method, key)
+        for label, group in groups if len(group) == 1 and method in DISTRIBUTION_METHODS]
+    return samples
 
 
 def write_samples(samples: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write the samples table atomically; ``vector`` becomes a fixed-size list<float32> (or null)."""
+    """Write the samples table atomically; ``vector`` becomes a fixed-size list<float32> (or null).
+    ``samples.attrs["single_image_classes"]`` goes to the file's metadata (:func:`single_image_classes`)."""
     table = pa.Table.from_pandas(samples.drop(columns=["vector"], errors="ignore"), preserve_index=False)
     if "vector" in samples.columns:
         table = table.append_column("vector", vector_array(samples["vector"]))
-    write_parquet(table, path)
+    meta = dict(table.schema.metadata or {})
+    meta[SINGLE_IMAGE_META] = json.dumps(samples.attrs.get("single_image_classes", [])).encode()
+    write_parquet(table.replace_schema_metadata(meta), path)
+
+
+def single_image_classes(path: str | os.PathLike) -> list[dict]:
+    """The classes a samples file drew from one embedding each (``[{label, class_name, n_samples}]``);
+    [] for a file written before this was recorded."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[SINGLE_IMAGE_META]) if SINGLE_IMAGE_META in meta else []
 
 
 def read_samples(path: str | os.PathLike, shard: int | None = None) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from sdi.data.readers.fgvc_aircraft import read_fgvc_aircraft
 from sdi.data.readers.flowers102 import read_flowers102
 from sdi.data.readers.oxford_pets import read_oxford_pets
 from sdi.data.readers.stanford_cars import read_stanford_cars
-from sdi.io.fingerprints import Listing, list_files
+from sdi.io.fingerprints import Listing, ListingError, list_files
 from sdi.io.lazy import lazy_import
 
 pd = lazy_import("pandas")
@@ -70,12 +70,15 @@ def _format(fmt: str, key: str) -> Format:
 
 
 def read_dataset(fmt: str, root: str | Path, key: str = "datasets.<name>.root", options: dict | None = None,
-                 seed: int = 0) -> pd.DataFrame:
+                 seed: int = 0, allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """Read a dataset of any format. options: the format's own keys of the dataset's config
-    entry (e.g. ``partition`` for dtd); seed: config.split.seed (caltech101 draws its split).
+    entry (e.g. ``partition`` for dtd); seed: config.split.seed (caltech101 draws its split);
+    allow_missing_test_classes: config.split.allow_missing_test_classes (else a class without a test
+    image fails; allowed, their names are in ``table.attrs["missing_test_classes"]``).
     For medmnist, root is the folder of PNGs written by sdi.data.readers.medmnist.write_medmnist_images."""
     reader = _format(fmt, key)
     options = {k: v for k, v in (options or {}).items() if k != "builtin"}
+    options["allow_missing_test_classes"] = allow_missing_test_classes
     if reader.seeded:
         options["seed"] = seed
     return reader.read(root, key, **options)
@@ -84,5 +87,15 @@ def read_dataset(fmt: str, root: str | Path, key: str = "datasets.<name>.root", 
 def dataset_listing(fmt: str, root: str | Path, key: str = "datasets.<name>.root",
                     options: dict | None = None) -> Listing:
     """A cheap fingerprint of everything a dataset's split reads: its files (path, size,
-    mtime_ns), for sdi.io.fingerprints.write_listing. No image is opened."""
-    return _format(fmt, key).listing(fmt, Path(root), key, options or {})
+    mtime_ns), for sdi.io.fingerprints.write_listing. No image is opened. A folder that this user cannot
+    read is a DatasetError naming the folder and the key (planning fails only this dataset's targets)."""
+    try:
+        return _format(fmt, key).listing(fmt, Path(root), key, options or {})
+    except PermissionError as exc:
+        raise DatasetError(f"{key}: cannot read {exc.filename or root} ({exc.strerror}); make the dataset folder "
+                           f"readable by this user (e.g. chmod -R u+rX {root}) or set it to null to leave it out"
+                           ) from None
+    except ListingError as exc:
+        if "cannot read" not in str(exc):
+            raise
+        raise DatasetError(f"{key}: {exc}; or set {key} to null to leave the dataset out") from None

@@ -93,25 +93,74 @@ def _int_array(values, path: Path, field: str) -> np.ndarray:
     return array.astype(np.int64).ravel()
 
 
-def _finish(rows: list[dict], class_names: list[str], where: str | Path) -> pd.DataFrame:
-    """The reader's table, after the checks every format shares."""
+ALLOW_MISSING_TEST_KEY = "config.split.allow_missing_test_classes"
+
+
+def prompt_name(name: str) -> str:
+    """A class name as the prompts and the filter's text see it: CLIP's tokenizer lowercases and
+    splits on whitespace, so ``Cat``, ``cat`` and `` cat `` are one prompt."""
+    return " ".join(name.casefold().split())
+
+
+def _finish(rows: list[dict], class_names: list[str], where: str | Path, *, names_from: str,
+            class_ids: list[str] | None = None, allow_missing_test_classes: bool = False) -> pd.DataFrame:
+    """The reader's table, after the checks every format shares (:func:`_check_classes`)."""
     table = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, "subset"])
     table = table.astype({"image_id": str, "path": str, "label": "int64", "class_name": str, "subset": str})
     dup = table.image_id[table.image_id.duplicated()].unique().tolist()
     if dup:
         raise DatasetError(f"{where}: {len(dup)} image(s) listed more than once (an image belongs to one "
                            f"split only); remove the extra lines:{_listing(dup)}")
-    _check_classes(table, class_names, where)
+    table.attrs["missing_test_classes"] = _check_classes(table, class_names, where, names_from=names_from,
+                                                         class_ids=class_ids,
+                                                         allow_missing_test_classes=allow_missing_test_classes)
     return table
 
 
-def _check_classes(table: pd.DataFrame, class_names: list[str], where: str | Path) -> None:
+def _check_classes(table: pd.DataFrame, class_names: list[str], where: str | Path, *, names_from: str,
+                   class_ids: list[str] | None = None, allow_missing_test_classes: bool = False) -> list[str]:
+    """Raise DatasetError unless every class has training images, a prompt name of its own and a test image
+    (the last only with allow_missing_test_classes false). Returns the names of the classes without a test
+    image (allowed, so the split's log and the metrics say it).
+
+    names_from: where the names came from and how to rename a class, for the collision message
+    (e.g. "set config.datasets.x.class_names to ..."); class_ids: how the dataset itself calls each class
+    (its folder, ``folder train/Cat``), default ``label <i>``.
+    """
+    ids = class_ids or [f"label {i}" for i in range(len(class_names))]
     train_counts = table[table.subset == "train"].groupby("label").size()
     empty = [f"{name} (label {i})" for i, name in enumerate(class_names) if train_counts.get(i, 0) == 0]
     if empty:
         raise DatasetError(f"{where}: {len(empty)} class(es) have no training images: {', '.join(empty)}; "
                            "a class present in test or val but not in train cannot be learned: "
                            "add training images or remove the class")
+    _check_prompt_names(class_names, ids, where, names_from)
+    test_counts = table[table.subset == "test"].groupby("label").size()
+    absent = [i for i in range(len(class_names)) if test_counts.get(i, 0) == 0]
+    if absent and not allow_missing_test_classes:
+        listed = [f"{class_names[i]!r} ({ids[i]}, {int(train_counts.get(i, 0))} training image(s))" for i in absent]
+        raise DatasetError(f"{where}: {len(absent)} of {len(class_names)} class(es) have training images but no "
+                           f"test image, so the test accuracy would silently leave them out:{_listing(listed)}\n"
+                           f"Add test images for them, or set {ALLOW_MISSING_TEST_KEY}: true to accept it "
+                           "(metrics.json and results/summary.md then say over how many classes the accuracy is)")
+    return [class_names[i] for i in absent]
+
+
+def _check_prompt_names(class_names: list[str], ids: list[str], where: str | Path, names_from: str) -> None:
+    """Raise DatasetError if two classes share a prompt name (:func:`prompt_name`) or one has none."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        groups.setdefault(prompt_name(name), []).append(i)
+    blank = [ids[i] for i in groups.get("", [])]
+    if blank:
+        raise DatasetError(f"{where}: {len(blank)} class(es) have an empty name, which gives an empty prompt:"
+                           f"{_listing(blank)}\n{names_from}")
+    shared = [" and ".join(f"{class_names[i]!r} ({ids[i]})" for i in members) + f" -> {shared!r}"
+              for shared, members in groups.items() if len(members) > 1]
+    if shared:
+        raise DatasetError(f"{where}: {len(shared)} prompt name(s) shared by several classes (prompts and the "
+                           "filter see names lowercased, with spaces collapsed), so those classes would get the "
+                           f"same prompt and filter text:{_listing(shared)}\n{names_from}")
 
 
 @dataclass(frozen=True)
@@ -205,6 +254,10 @@ def image_files(folder: Path, skipped: dict[str, int] | None = None) -> list[str
     recursively (symlinks followed), an extension in ``IMG_EXTENSIONS`` (any case); paths
     relative to folder, sorted. Hidden files and folders (``.name``) are skipped too.
 
+    Each real folder is walked once: a symbolic link back to a folder already walked (``again -> .``,
+    a loop that ``os.walk(followlinks=True)`` would follow until the path is too long, multiplying the
+    class's images) is left out and counted as ``symlinked folder walked already``.
+
     skipped: counts of the files left out, by kind (``.txt``, ``Thumbs.db`` -> ``.db``,
     ``hidden``, ``no extension``), added to in place.
     """
@@ -212,7 +265,14 @@ def image_files(folder: Path, skipped: dict[str, int] | None = None) -> list[str
 
     found = []
     skipped = {} if skipped is None else skipped
+    walked: set[tuple[int, int]] = set()
     for top, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in walked:
+            dirs[:] = []
+            skipped["symlinked folder walked already"] = skipped.get("symlinked folder walked already", 0) + 1
+            continue
+        walked.add((st.st_dev, st.st_ino))
         hidden_dirs = [d for d in dirs if d.startswith(".")]
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         if hidden_dirs:
@@ -231,11 +291,18 @@ def image_files(folder: Path, skipped: dict[str, int] | None = None) -> list[str
 
 
 def skipped_text(skipped: dict[str, int]) -> str:
-    """``3 file(s) that are not images (.txt: 1, .db: 1, hidden: 1)``, or '' when none."""
-    if not skipped:
-        return ""
-    kinds = ", ".join(f"{k}: {n}" for k, n in skipped.items())
-    return f"{sum(skipped.values())} file(s) that are not images ({kinds}; a hidden folder counts once)"
+    """``3 file(s) that are not images (.txt: 1, .db: 1, hidden: 1)``, or '' when none; folders that a
+    symbolic link leads back to are named apart (each real folder's images are read once)."""
+    loops = skipped.get("symlinked folder walked already", 0)
+    files = {k: n for k, n in skipped.items() if k != "symlinked folder walked already"}
+    parts = []
+    if files:
+        kinds = ", ".join(f"{k}: {n}" for k, n in files.items())
+        parts.append(f"{sum(files.values())} file(s) that are not images ({kinds}; a hidden folder counts once)")
+    if loops:
+        parts.append(f"{loops} symbolic link(s) to a folder read already (a loop such as 'again -> .'; "
+                     "its images were read once)")
+    return "; ".join(parts)
 
 
 def check_image(path: str) -> str | None:

@@ -14,7 +14,7 @@ pd = lazy_import("pandas")
 
 
 def read_caltech101(root: str | Path, key: str = "datasets.<name>.root", train_per_class: int = 30,
-                    seed: int = 0) -> pd.DataFrame:
+                    seed: int = 0, allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """``101_ObjectCategories/<class>/*`` without ``BACKGROUND_Google`` (as torchvision). No
     official split: per class, train_per_class images drawn with a generator seeded from
     (seed, class name) are train, the rest test."""
@@ -33,4 +33,7 @@ def read_caltech101(root: str | Path, key: str = "datasets.<name>.root", train_p
         rows += [{"image_id": f"{cat}/{f}", "path": str(cats_dir / cat / f), "label": label,
                   "class_name": class_name_from_folder(cat), "subset": "train" if i in train else "test"}
                  for i, f in enumerate(files)]
-    return _finish(rows, [class_name_from_folder(c) for c in categories], base)
+    return _finish(rows, [class_name_from_folder(c) for c in categories], base,
+                   names_from=f"The names come from the folders of {cats_dir}: give the classes distinct "
+                   "folder names.", class_ids=[f"folder {c}" for c in categories],
+                   allow_missing_test_classes=allow_missing_test_classes)

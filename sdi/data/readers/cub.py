@@ -32,7 +32,8 @@ def _read_id_table(path: Path, key: str) -> dict[str, str]:
     return values
 
 
-def read_cub(root: str | Path, key: str = "datasets.<name>.root") -> pd.DataFrame:
+def read_cub(root: str | Path, key: str = "datasets.<name>.root",
+             allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """Read the official CUB_200_2011 layout (ids and labels are 1-based there)."""
     root = require_root(root, key, "the CUB_200_2011 folder")
     images, classes, labels, split = (_read_id_table(root / name, key) for name in CUB_FILES)
@@ -72,4 +73,8 @@ def read_cub(root: str | Path, key: str = "datasets.<name>.root") -> pd.DataFram
     if problems:
         raise DatasetError(f"{root}: {len(problems)} problem(s) in the CUB metadata:\n  " + "\n  ".join(problems))
     _require_images((r["path"] for r in rows), str(root / "images.txt"))
-    return _finish(rows, [class_name_from_folder(class_of[c]) for c in class_ids], root)
+    return _finish(rows, [class_name_from_folder(class_of[c]) for c in class_ids], root,
+                   names_from=f"The names come from {root / 'classes.txt'} (the number and '_' dropped): "
+                   "give the classes distinct names there.",
+                   class_ids=[f"class {c} {class_of[c]} of classes.txt" for c in class_ids],
+                   allow_missing_test_classes=allow_missing_test_classes)

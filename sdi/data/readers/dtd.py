@@ -21,7 +21,8 @@ pd = lazy_import("pandas")
 
 
 
-def read_dtd(root: str | Path, key: str = "datasets.<name>.root", partition: int = 1) -> pd.DataFrame:
+def read_dtd(root: str | Path, key: str = "datasets.<name>.root", partition: int = 1,
+             allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """``labels/{train,val,test}<partition>.txt`` lines ``<class>/<image>.jpg``; images in
     ``images/``. Labels follow the sorted class names (as torchvision's DTD)."""
     if not isinstance(partition, int) or not 1 <= partition <= 10:
@@ -42,4 +43,8 @@ def read_dtd(root: str | Path, key: str = "datasets.<name>.root", partition: int
     rows = [{"image_id": f"{cls}/{name}", "path": str(base / "images" / cls / name), "label": label_of[cls],
              "class_name": class_name_from_folder(cls), "subset": subset} for subset, cls, name in entries]
     _require_images((r["path"] for r in rows), str(base / "labels" / f"{{train,val,test}}{partition}.txt"))
-    return _finish(rows, [class_name_from_folder(c) for c in class_dirs], base)
+    return _finish(rows, [class_name_from_folder(c) for c in class_dirs], base,
+                   names_from=f"The names come from the class folders named in {base / 'labels'}: "
+                   "give the classes distinct folder names there and in images/.",
+                   class_ids=[f"folder images/{c}" for c in class_dirs],
+                   allow_missing_test_classes=allow_missing_test_classes)

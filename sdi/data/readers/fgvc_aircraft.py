@@ -11,7 +11,8 @@ pd = lazy_import("pandas")
 
 
 
-def read_fgvc_aircraft(root: str | Path, key: str = "datasets.<name>.root") -> pd.DataFrame:
+def read_fgvc_aircraft(root: str | Path, key: str = "datasets.<name>.root",
+                       allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """``data/variants.txt`` (class names in order), ``data/images_variant_{trainval,test}.txt``
     lines ``<image id> <variant name>``; images ``data/images/<id>.jpg``."""
     base = release_root("fgvc_aircraft", root, key)
@@ -35,4 +36,7 @@ def read_fgvc_aircraft(root: str | Path, key: str = "datasets.<name>.root") -> p
             rows.append({"image_id": image, "path": str(data / "images" / f"{image}.jpg"), "label": label_of[variant],
                          "class_name": variant, "subset": subset})
         _require_images((r["path"] for r in rows if r["subset"] == subset), str(path))
-    return _finish(rows, variants, base)
+    return _finish(rows, variants, base, names_from=f"The names come from {data / 'variants.txt'}: give "
+                   "the variants distinct names there and in the images_variant_*.txt lists.",
+                   class_ids=[f"line {i} of variants.txt" for i in range(1, len(variants) + 1)],
+                   allow_missing_test_classes=allow_missing_test_classes)

@@ -18,7 +18,8 @@ def flowers102_classes() -> list[str]:
     return list(Flowers102.classes)
 
 
-def read_flowers102(root: str | Path, key: str = "datasets.<name>.root") -> pd.DataFrame:
+def read_flowers102(root: str | Path, key: str = "datasets.<name>.root",
+                    allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """``imagelabels.mat`` (``labels``: 1-based class per image), ``setid.mat`` (``trnid``,
     ``valid``, ``tstid``: 1-based image ids), images ``jpg/image_%05d.jpg``."""
     base = release_root("flowers102", root, key)
@@ -41,4 +42,5 @@ def read_flowers102(root: str | Path, key: str = "datasets.<name>.root") -> pd.D
             rows.append({"image_id": f"image_{image_id:05d}", "path": str(base / "jpg" / f"image_{image_id:05d}.jpg"),
                          "label": label, "class_name": classes[label], "subset": subset})
     _require_images((r["path"] for r in rows), str(setid_path))
-    return _finish(rows, classes, base)
+    return _finish(rows, classes, base, names_from="The names are torchvision's Flowers102.classes.",
+                   allow_missing_test_classes=allow_missing_test_classes)

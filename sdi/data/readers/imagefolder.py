@@ -22,13 +22,15 @@ pd = lazy_import("pandas")
 
 
 def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root", train_dir: str = "train",
-                     test_dir: str = "test", class_names: str | None = None) -> pd.DataFrame:
+                     test_dir: str = "test", class_names: str | None = None,
+                     allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """Read ``root/<train_dir>/<class>/**`` and ``root/<test_dir>/<class>/**`` as torchvision's
     ImageFolder does: labels follow the sorted train class folders, and every file with an
     image extension anywhere under a class folder is an image (:func:`image_files`); other
     files are skipped and counted in ``table.attrs["skipped"]`` ({kind: count}).
     class_names: a file mapping folder names to prompt names (relative to root unless
-    absolute); without it names come from the folder names."""
+    absolute); without it names come from the folder names. allow_missing_test_classes:
+    config.split.allow_missing_test_classes (see :func:`sdi.data.readers.base._check_classes`)."""
     root = require_root(root, key, f"a folder with {train_dir}/<class>/ and {test_dir}/<class>/")
     for part, name in ((train_dir, "train_dir"), (test_dir, "test_dir")):
         if not (root / part).is_dir():
@@ -42,16 +44,19 @@ def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root", train_
                 if d.is_dir() and not d.name.startswith(".") and d.name not in label_of]
     if problems:
         raise DatasetError(f"{root}: label/class mismatch:\n  " + "\n  ".join(problems))
+    names_key = _sibling_key(key, "class_names")
     if class_names:
-        names_key = _sibling_key(key, "class_names")
         mapping = read_class_names(root / class_names, names_key)
         unnamed = [c for c in class_dirs if c not in mapping]
         if unnamed:
             raise DatasetError(f"{names_key}: {root / class_names} has no name for {len(unnamed)} class folder(s); "
                                f"add them:{_listing(unnamed)}")
         prompt = {c: mapping[c].strip() for c in class_dirs}
+        rename = f"Give them distinct names in {root / class_names} ({names_key})."
     else:
         prompt = {c: class_name_from_folder(c) for c in class_dirs}
+        rename = (f"Set {names_key} to a file (relative to root) that maps each class folder to a distinct prompt "
+                  "name: a JSON object {folder: name}, a two-column CSV/TSV (folder, name) or '<folder> <name>' lines.")
     rows, skipped = [], {}
     for part, subset in ((train_dir, "train"), (test_dir, "test")):
         for cls in class_dirs:
@@ -61,7 +66,9 @@ def read_imagefolder(root: str | Path, key: str = "datasets.<name>.root", train_
             for rel in image_files(folder, skipped):
                 rows.append({"image_id": f"{part}/{cls}/{rel}", "path": str(folder / rel), "label": label_of[cls],
                              "class_name": prompt[cls], "subset": subset})
-    table = _finish(rows, [prompt[c] for c in class_dirs], root)
+    table = _finish(rows, [prompt[c] for c in class_dirs], root, names_from=rename,
+                    class_ids=[f"folder {train_dir}/{c}" for c in class_dirs],
+                    allow_missing_test_classes=allow_missing_test_classes)
     table.attrs["skipped"] = dict(sorted(skipped.items()))
     return table
 

@@ -169,7 +169,7 @@ def write_medmnist_images(npz: str | Path, out_dir: str | Path, flag: str, size:
 
 
 def read_medmnist(images_dir: str | Path, key: str = "datasets.<name>.root", flag: str = "pathmnist",
-                  size: int = 28) -> pd.DataFrame:
+                  size: int = 28, allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """Read the PNG folder written by write_medmnist_images; class names from MEDMNIST_LABELS."""
     images_dir = Path(images_dir)
     classes = _check_flag(flag, key)
@@ -185,4 +185,6 @@ def read_medmnist(images_dir: str | Path, key: str = "datasets.<name>.root", fla
     index["path"] = [str(images_dir / p) for p in index.path]
     index["class_name"] = [classes[i] for i in index.label]
     _require_images(index.path, str(index_path))
-    return _finish(index.to_dict("records"), classes, images_dir)
+    return _finish(index.to_dict("records"), classes, images_dir,
+                   names_from=f"The names are MEDMNIST_LABELS[{flag!r}] (sdi.data.readers.medmnist).",
+                   allow_missing_test_classes=allow_missing_test_classes)

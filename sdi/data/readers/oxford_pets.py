@@ -11,7 +11,8 @@ pd = lazy_import("pandas")
 
 
 
-def read_oxford_pets(root: str | Path, key: str = "datasets.<name>.root") -> pd.DataFrame:
+def read_oxford_pets(root: str | Path, key: str = "datasets.<name>.root",
+                     allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """``annotations/{trainval,test}.txt`` lines ``Abyssinian_100 1 1 1`` (image, class id
     1-based, species, breed id); images ``images/<image>.jpg``. The class name is the image
     name minus its trailing ``_<number>`` (``american_bulldog`` -> ``american bulldog``)."""
@@ -46,4 +47,8 @@ def read_oxford_pets(root: str | Path, key: str = "datasets.<name>.root") -> pd.
     _require_images((r["path"] for r in rows), str(base / "annotations"))
     for r in rows:
         del r["where"]
-    return _finish(rows, [name_of[c][0] for c in range(1, n + 1)], base)
+    return _finish(rows, [name_of[c][0] for c in range(1, n + 1)], base,
+                   names_from=f"The names come from the image names in {base / 'annotations'}/"
+                   "{trainval,test}.txt (less their _<number>): give the breeds distinct names there.",
+                   class_ids=[f"class id {c}, first at {name_of[c][1]}" for c in range(1, n + 1)],
+                   allow_missing_test_classes=allow_missing_test_classes)

@@ -12,7 +12,8 @@ pd = lazy_import("pandas")
 
 
 
-def read_stanford_cars(root: str | Path, key: str = "datasets.<name>.root") -> pd.DataFrame:
+def read_stanford_cars(root: str | Path, key: str = "datasets.<name>.root",
+                       allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """``devkit/cars_meta.mat`` (``class_names``), ``devkit/cars_train_annos.mat`` and
     ``cars_test_annos_withlabels.mat`` (``annotations`` struct: ``fname``, ``class`` 1-based);
     images in ``cars_train/`` and ``cars_test/``."""
@@ -37,4 +38,7 @@ def read_stanford_cars(root: str | Path, key: str = "datasets.<name>.root") -> p
             rows.append({"image_id": f"{folder}/{fname}", "path": str(base / folder / fname), "label": cid - 1,
                          "class_name": classes[cid - 1], "subset": subset})
         _require_images((r["path"] for r in rows if r["subset"] == subset), str(annos_path))
-    return _finish(rows, classes, base)
+    return _finish(rows, classes, base, names_from=f"The names come from {meta_path} (class_names): use the "
+                   "devkit of the Stanford Cars release, whose names are distinct.",
+                   class_ids=[f"class {i} of cars_meta.mat" for i in range(1, len(classes) + 1)],
+                   allow_missing_test_classes=allow_missing_test_classes)

@@ -162,7 +162,7 @@ def _assign_labels(table: pd.DataFrame) -> list[str]:
 
 
 def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict | None = None,
-               columns: dict | None = None) -> pd.DataFrame:
+               columns: dict | None = None, allow_missing_test_classes: bool = False) -> pd.DataFrame:
     """Images named by file lists (``files: {train, test, val?}``, relative to root unless
     absolute); image paths in the lists are relative to root. Columns (``columns``, defaults
     path / label / class_name): a path and a label or a class name or both. Without labels,
@@ -183,7 +183,11 @@ def read_table(root: str | Path, key: str = "datasets.<name>.root", files: dict 
     table["path"] = [str(root / p) for p in table.image_id]
     for listed_in, group in table.groupby("listed_in"):
         _require_images(group.path, listed_in)
-    return _finish(table[[*MANIFEST_COLUMNS, "subset"]].to_dict("records"), class_names, root)
+    return _finish(table[[*MANIFEST_COLUMNS, "subset"]].to_dict("records"), class_names, root,
+                   names_from=f"The names come from the {cols['class_name']!r} column of the file lists of "
+                   f"{_sibling_key(key, 'files')}: give the classes distinct names there (or set "
+                   f"{columns_key}.class_name to a column that has them).",
+                   allow_missing_test_classes=allow_missing_test_classes)
 
 
 def listing(fmt: str, root: Path, key: str, options: dict) -> Listing:
