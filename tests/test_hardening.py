@@ -54,8 +54,8 @@ def _imagefolder(root: Path, classes=("cat", "dog"), n_train=4, n_test=2) -> Pat
 def test_model_folders_with_tiny_left_on_fail_naming_both_keys(tiny_models):
     config = _config(models={"sd": str(tiny_models["sd"]), "clip": str(tiny_models["clip"])})
     message = _problems(config)
-    assert "config.models.tiny is true" in message
-    assert "config.models.sd, config.models.clip" in message and "models.tiny: false" in message
+    assert "config.models.tiny is true, which uses tiny random models" in message
+    assert "config.models.sd, config.models.clip is set too" in message and "set models.tiny to false" in message
     # the fix the message names plans: the same folders with tiny off
     config = _config(models={"tiny": False, "sd": str(tiny_models["sd"]), "clip": str(tiny_models["clip"])})
     validate_config(config, SCHEMA)

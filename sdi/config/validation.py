@@ -214,6 +214,16 @@ def expand_user_paths(config: dict) -> dict:
     return config
 
 
+def _ignored_folders(models: dict, switch: str, uses: str, instead: str) -> list[str]:
+    """models.sd / vae / clip set while ``models.<switch>`` selects other models, which would ignore them."""
+    given = [k for k in ("sd", "vae", "clip") if models.get(k)]
+    if not given:
+        return []
+    return [f"config.models.{switch} is true, which uses {uses}, and "
+            f"{', '.join(f'config.models.{k}' for k in given)} is set too; set models.{switch} "
+            f"to false to use your folders, or {' and '.join(f'models.{k}' for k in given)} to null for {instead}"]
+
+
 def path_errors(config: dict) -> list[str]:
     problems = []
     for name, entry in config["datasets"].items():
@@ -229,22 +239,13 @@ def path_errors(config: dict) -> list[str]:
                             f"dataset folder ({entry.get('format')} layout) or to null to leave it out")
     models = config["models"]
     if models.get("mini"):
-        clashing = [k for k in ("sd", "vae", "clip") if models.get(k)]
-        if clashing:
-            problems.append(f"config.models.mini is true, which uses the mini world's models, and "
-                            f"{', '.join(f'config.models.{k}' for k in clashing)} is set too; set models.mini "
-                            f"to false to use your folders, or {' and '.join(f'models.{k}' for k in clashing)} "
-                            f"to null for the mini world")
+        problems += _ignored_folders(models, "mini", "the mini world's models", "the mini world")
         problems += mini_world_errors(config)
     elif models["tiny"]:
         # tiny: true is config/config.yaml's value, so an overlay that only sets its model folders would
         # otherwise run on the random tiny models and produce noise without a word.
-        given = [k for k in ("sd", "vae", "clip") if models.get(k)]
-        if given:
-            problems.append(f"config.models.tiny is true (config/config.yaml's smoke test), which uses tiny random "
-                            f"models and would ignore {', '.join(f'config.models.{k}' for k in given)}; set "
-                            f"models.tiny: false to use your folders, or {' and '.join(f'models.{k}' for k in given)} "
-                            f"to null for the smoke test")
+        problems += _ignored_folders(models, "tiny", "tiny random models (config/config.yaml's smoke test)",
+                                     "the smoke test")
     else:
         missing = [k for k in ("sd", "clip") if not models.get(k)]
         for k in missing:
