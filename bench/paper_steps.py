@@ -2,7 +2,7 @@
 
 Uses the workflow's own code: the config files merged as Snakemake merges them, the method
 resolution of :func:`sdi.config.experiments.methods` and :func:`sdi.pipeline.training_set.build_training_set` over
-stand-in manifests of the dataset's size (no images are read). Compare with METHOD.md section 8
+stand-in manifests of the dataset's size (no images are read). Compare with docs/method.md section 8
 (CUB: real only ~12, RandAugment ~246, SDI 5x ~70 steps per epoch).
 
     .venv/bin/python bench/paper_steps.py                        # CUB: 5,994 images, 200 classes, 40x

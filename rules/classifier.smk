@@ -1,4 +1,4 @@
-# Downstream evaluation (METHOD sections 7-8; README "Choosing an evaluation protocol"): one job per
+# Downstream evaluation (docs/method.md sections 7-8; README "Choosing an evaluation protocol"): one job per
 # dataset x method x seed of config.experiments (see sdi/evaluation/summary.py). Methods of protocol
 # scratch (ResNet50 from scratch, the paper's) or finetune (local pretrained weights) train a network
 # here; linear_probe methods fit a logistic regression on stored CLIP embeddings. Both write the same

@@ -1,4 +1,4 @@
-# Filtering (METHOD section 6): CLIP score per generated image, keep the top per class.
+# Filtering (docs/method.md section 6): CLIP score per generated image, keep the top per class.
 # One rule for every variant; the default variant's copy only writes to results/<dataset>/filtered.
 from sdi.config.validation import variant_settings
 

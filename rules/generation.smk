@@ -1,4 +1,4 @@
-# Generation (METHOD section 5): one job per shard of a variant's samples.
+# Generation (docs/method.md section 5): one job per shard of a variant's samples.
 from sdi.config.validation import variant_settings
 
 

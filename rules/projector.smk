@@ -1,4 +1,4 @@
-# Semantic projector (METHOD section 2) and embedding extraction (section 3).
+# Semantic projector (docs/method.md section 2) and embedding extraction (section 3).
 
 
 rule train_projector:

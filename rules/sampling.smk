@@ -1,4 +1,4 @@
-# SEI sampling (METHOD section 4): conditioning vectors per class, one table per sampler.
+# SEI sampling (docs/method.md section 4): conditioning vectors per class, one table per sampler.
 # Variants that share a sampler (e.g. two guidance scales) share its samples. SEI samplers read the
 # projected embeddings; the text baseline only the split.
 from sdi.config.validation import without_checks

@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 __version__ = "0.1.0"
 
 # The method's conditioning prompt; its `class</w>` token is replaced by a projected
-# CLIP image embedding (METHOD.md section 2).
+# CLIP image embedding (docs/method.md section 2).
 PROMPT = "a high quality photo of a class."
 PLACEHOLDER_TOKEN = "class</w>"
 NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"

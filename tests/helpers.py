@@ -121,8 +121,8 @@ def edit_config(workflow: Path, edit: Callable[[dict], None] | None = None, /, *
 
 
 # The demo on a small budget: what the shared finished demo (conftest.finished_demo) and the SLURM
-# test run. Methods: real only, SDI, the paper protocol (a draw from every generated image, METHOD
-# section 8) and an augmentation baseline on real copies.
+# test run. Methods: real only, SDI, the paper protocol (a draw from every generated image,
+# docs/method.md section 8) and an augmentation baseline on real copies.
 SMALL = {
     "demo_data": {"train_per_class": 5, "test_per_class": 3, "image_size": 64, "seed": 0},
     "projector": {"epochs": 1, "batch_size": 8, "checkpoint_every": 1},

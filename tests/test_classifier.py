@@ -1,4 +1,4 @@
-"""Downstream classifier (METHOD.md section 7): metrics, transforms, training run, resume."""
+"""Downstream classifier (docs/method.md section 7): metrics, transforms, training run, resume."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Embedding extraction (METHOD.md section 3) with the tiny CLIP and a tiny projector."""
+"""Embedding extraction (docs/method.md section 3) with the tiny CLIP and a tiny projector."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def test_clip_scores_match_a_direct_clipmodel_computation(tiny_models, tmp_path)
 
 
 def test_reference_score_keeps_the_other_set():
-    """METHOD section 8: the reference normalises only the text, so a long image embedding that
+    """docs/method.md section 8: the reference normalises only the text, so a long image embedding that
     points a little less towards the text beats a short one that points right at it."""
     text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]), dim=-1).repeat(4, 1)
     angles = torch.tensor([0.1, 0.2, 0.6, 0.7])  # radians from the text direction

@@ -1,4 +1,4 @@
-"""Generation (METHOD.md section 5) on the tiny SD model: 64x64 images, 4 DDIM steps, fp32 on CPU.
+"""Generation (docs/method.md section 5) on the tiny SD model: 64x64 images, 4 DDIM steps, fp32 on CPU.
 
 Batch invariance is exact in distribution (each image has its own seeded latent and
 generator) but not bit-exact: a different batch composition changes float summation order

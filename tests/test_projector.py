@@ -1,4 +1,4 @@
-"""Semantic projector, conditioning and projector training (METHOD.md section 2), on tiny models."""
+"""Semantic projector, conditioning and projector training (docs/method.md section 2), on tiny models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training set of a classifier run (METHOD.md section 8): synthetic draws, real copies,
+"""The training set of a classifier run (docs/method.md section 8): synthetic draws, real copies,
 keep-ratio re-selection, steps per epoch, and the paper configs' CUB numbers."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_steps_per_epoch_is_what_the_loaders_give(n, batch):
 
 
 def test_paper_cub_config_gives_the_reference_steps_per_epoch():
-    """METHOD section 8: on CUB the reference ran ~12 (real), ~246 (RandAugment) and ~70 (SDI 5x)
+    """docs/method.md section 8: on CUB the reference ran ~12 (real), ~246 (RandAugment) and ~70 (SDI 5x)
     steps per epoch. CUB-sized manifests: 5,994 training images in 200 classes, 40x generated."""
     config = merged_config_files(REPO / "config" / "config.yaml", REPO / "config" / "paper" / "cub.yaml")
     assert config["split"]["val_source"] == "test"  # every training image trains

@@ -1,4 +1,4 @@
-"""Rule train_classifier: ResNet50 from scratch on a method's training set (METHOD.md sections 7 and 8), or
+"""Rule train_classifier: ResNet50 from scratch on a method's training set (docs/method.md sections 7 and 8), or
 with protocol finetune a torchvision model from classifier.weights (sdi.training.classifier).
 
 input:  split: folder with train.parquet, val.parquet, test.parquet (image_id, path, label, class_name);

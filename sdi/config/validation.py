@@ -274,7 +274,7 @@ def reference_errors(config: dict) -> list[str]:
 
 
 GENERATION_OVERRIDES = ("guidance_scale", "steps", "scheduler")
-# generation.scheduler: 'ddim' (the method's DDIMScheduler settings, METHOD.md section 5) or a
+# generation.scheduler: 'ddim' (the method's DDIMScheduler settings, docs/method.md section 5) or a
 # diffusers scheduler class that StableDiffusionPipeline takes (its KarrasDiffusionSchedulers,
 # less DPMSolverSDEScheduler, which needs the torchsde package). Listed here so that planning
 # can check the name without importing diffusers; a test checks each against diffusers.

@@ -1,6 +1,6 @@
 """Classification metrics as data: top-1, class-balanced and per-class accuracy, confusion matrix.
 
-One function computes everything the paper reports (METHOD.md section 7), so training logs,
+One function computes everything the paper reports (docs/method.md section 7), so training logs,
 ``metrics.json`` and the final tables all read the same numbers.
 """
 

@@ -1,6 +1,6 @@
 """The method's text conditioning: prompt hidden states with one token replaced.
 
-METHOD.md sections 2 and 5: the prompt ``"a high quality photo of a class."`` is padded
+docs/method.md sections 2 and 5: the prompt ``"a high quality photo of a class."`` is padded
 to 77 tokens and encoded by the frozen SD text encoder (``last_hidden_state``, as
 ``StableDiffusionPipeline.encode_prompt`` does without ``clip_skip``); the hidden state at
 the ``class</w>`` position is replaced by a projected CLIP image embedding (training) or a

@@ -1,4 +1,4 @@
-"""The Stable Diffusion image generator (METHOD.md section 5): one loaded pipeline, called per batch.
+"""The Stable Diffusion image generator (docs/method.md section 5): one loaded pipeline, called per batch.
 
 :class:`ImageGenerator` wraps a diffusers ``StableDiffusionPipeline`` with the method's
 conditioning (the prompt's ``class</w>`` hidden state replaced by a sampled vector, or the

@@ -1,6 +1,6 @@
 """The semantic projector: a CLIP image embedding -> one token of the SD text conditioning.
 
-METHOD.md section 2: ``Linear(d_clip, 1024) -> ReLU -> Linear(1024, d_cross)``. Its
+docs/method.md section 2: ``Linear(d_clip, 1024) -> ReLU -> Linear(1024, d_cross)``. Its
 output replaces the ``class</w>`` token's hidden state in the prompt
 ``"a high quality photo of a class."`` (see :mod:`sdi.models.conditioning`).
 

@@ -1,4 +1,4 @@
-"""Embedding extraction (METHOD.md section 3): one projected CLIP embedding per image.
+"""Embedding extraction (docs/method.md section 3): one projected CLIP embedding per image.
 
 For every image: ``CLIPImageProcessor`` -> ``CLIPVisionModelWithProjection(...).image_embeds``
 (not normalised) -> :class:`~sdi.models.projector.SemanticProjector` -> one d_cross vector.

@@ -1,9 +1,9 @@
-"""CLIP filtering of generated images (METHOD.md section 6).
+"""CLIP filtering of generated images (docs/method.md section 6).
 
 Each generated image is scored by ``100 x cos(image_embeds, text_embeds)`` of a ``CLIPModel``
 (L2-normalised projected embeddings; the text is ``"a photo of a {class_name}"``), and per
 class the top ``int(n x keep_ratio)`` images are kept. ``score="reference"`` reproduces the
-reference code instead (METHOD.md section 8): only the text embedding is normalised, so the
+reference code instead (docs/method.md section 8): only the text embedding is normalised, so the
 score is ``100 x ||image_embeds|| x cos``, which ranks differently. Filtering writes tables and a
 preview; it never moves or alters a generated file. It first checks each image against the checksum
 its shard manifest recorded (:func:`sdi.pipeline.provenance.verify_generated`): an image missing or
@@ -84,7 +84,7 @@ def score_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scor
     Args:
         image_embeds: (N, D) projected image embeddings as the model returns them (not normalised).
         text_embeds: (N, D) L2-normalised text embedding of each image's class.
-        score: 'cosine': ``100 x cos`` in [-100, 100] (METHOD section 6, the paper's definition);
+        score: 'cosine': ``100 x cos`` in [-100, 100] (docs/method.md section 6, the paper's definition);
             'reference': ``100 x image . text`` with only the text normalised, i.e. ``100 x ||img|| x cos``
             (what the reference code computed).
     """

@@ -1,4 +1,4 @@
-"""Generation (METHOD.md section 5): Stable Diffusion images for sampled embeddings, by shard.
+"""Generation (docs/method.md section 5): Stable Diffusion images for sampled embeddings, by shard.
 
 One generator (:class:`sdi.models.generator.ImageGenerator`: the loaded pipeline, per-image
 seeds, batch sizing) is loaded per job and called on batches of samples. Which samples share

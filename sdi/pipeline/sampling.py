@@ -1,6 +1,6 @@
 """SEI sampling: model each class's projected embeddings and draw new conditioning vectors.
 
-METHOD.md section 4. Per class c with n_c embeddings X_c (n_c x d, the projected d_cross
+docs/method.md section 4. Per class c with n_c embeddings X_c (n_c x d, the projected d_cross
 vectors of the ``embedding`` column), fit a Gaussian (mean of X_c, covariance
 ``np.cov(X_c, rowvar=False) + cov_eps * I``) or a scikit-learn ``GaussianMixture``, and draw
 ``round_half_up(expansion * n_c)`` vectors. Each drawn vector becomes one generated image.

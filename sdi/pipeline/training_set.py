@@ -1,6 +1,6 @@
 """What one classifier run trains on: real images, repeated real copies and drawn synthetic images.
 
-The reference code (METHOD.md section 8) builds its training set from three knobs, which an
+The reference code (docs/method.md section 8) builds its training set from three knobs, which an
 experiment method sets (``experiments.methods.<name>``):
 
 - ``multiples: N``: per class c, ``round(N x n_c)`` synthetic images drawn at random from a pool,

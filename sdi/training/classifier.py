@@ -1,4 +1,4 @@
-"""Downstream classifier: ResNet50 from scratch on real (+ synthetic) images (METHOD.md sections 7 and 8),
+"""Downstream classifier: ResNet50 from scratch on real (+ synthetic) images (docs/method.md sections 7 and 8),
 or, with protocol ``finetune``, any torchvision model started from a local pretrained state dict
 (:mod:`sdi.models.backbones`). The third protocol, the CLIP linear probe, is :mod:`sdi.training.linear_probe`.
 
@@ -354,7 +354,7 @@ def train_classifier(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
     log.csv, train_set.parquet, best/, last/. num_classes: C; class_names: C names for per-class metrics.
     epochs, batch_size (global, split between processes), lr, momentum, weight_decay: SGD, cosine
     annealing, cross-entropy (published: 100, 128, 0.01, 0.9, 1e-4). resize, crop (256, 224), augment
-    ('none', 'randaugment', 'cutout', 'gridmask') at augment_at ('crop' as METHOD section 7, 'raw' as
+    ('none', 'randaugment', 'cutout', 'gridmask') at augment_at ('crop' as docs/method.md section 7, 'raw' as
     the reference ran them): :func:`sdi.training.transforms.build_transforms`. arch: a torchvision
     model name (:func:`sdi.models.backbones.build_model`). seed: init, shuffling, augmentation. device:
     'auto' or a torch device. amp: bf16 autocast on CUDA (the reference trains in fp32). stop_after_epoch:

@@ -2,10 +2,11 @@
 projector (:mod:`sdi.training.projector`), in the place of torchvision's ``references/classification``
 data-loading code.
 
-Classifier: manifests (``path``, ``label``) checked and wrapped in :class:`ManifestDataset` with the METHOD
-transforms (:func:`build_datasets`), and the shuffled training loader, under DDP one shard per process
-(:func:`build_train_loader`). Projector: images resized, center-cropped and scaled to [-1, 1] with their
-CLIP embeddings (:class:`ProjectorTrainingDataset`) and their loader (:func:`build_projector_loader`).
+Classifier: manifests (``path``, ``label``) checked and wrapped in :class:`ManifestDataset` with the
+transforms of docs/method.md section 7 (:func:`build_datasets`), and the shuffled training loader, under DDP
+one shard per process (:func:`build_train_loader`). Projector: images resized, center-cropped and scaled to
+[-1, 1] with their CLIP embeddings (:class:`ProjectorTrainingDataset`) and their loader
+(:func:`build_projector_loader`).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Datasets:
 def build_datasets(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, *, num_classes: int, resize: int,
                    crop: int, augment: str, augment_at: str, synthetic: pd.DataFrame | None = None) -> Datasets:
     """Check the manifests (see :func:`sdi.training.classifier.train_classifier`) and wrap them in datasets
-    with the METHOD transforms."""
+    with the transforms of docs/method.md section 7."""
     rows = _training_rows(train, synthetic, num_classes)
     val, test = _check_manifest(val, "val", num_classes), _check_manifest(test, "test", num_classes)
     eval_tf = build_transforms(resize, crop, "none", train=False)
@@ -124,7 +125,7 @@ def build_train_loader(dataset: ManifestDataset, batch_size: int, seed: int, gen
 
 # --------------------------------------------------------------------------- projector
 def image_transform(size: int) -> transforms.Compose:
-    """PIL RGB -> [3, size, size] float32 in [-1, 1]: bilinear resize, center crop (METHOD section 2)."""
+    """PIL RGB -> [3, size, size] float32 in [-1, 1]: bilinear resize, center crop (docs/method.md section 2)."""
     return transforms.Compose([
         transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR),
         transforms.CenterCrop(size),

@@ -1,4 +1,4 @@
-"""Train the semantic projector against frozen Stable Diffusion (METHOD.md section 2).
+"""Train the semantic projector against frozen Stable Diffusion (docs/method.md section 2).
 
 One readable loop in the style of torchvision's reference ``train.py``:
 

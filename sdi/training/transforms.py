@@ -108,12 +108,12 @@ class OnPILImage(nn.Module):
 
 def build_transforms(resize: int = 256, crop: int = 224, augment: str = "none", train: bool = True,
                      augment_at: str = "crop", rotation: float = 15):
-    """The METHOD transforms: PIL RGB image -> (3, crop, crop) float32 normalised tensor.
+    """The transforms of docs/method.md section 7: PIL RGB image -> (3, crop, crop) float32 normalised tensor.
 
-    train, ``augment_at='crop'`` (METHOD section 7, the default):
+    train, ``augment_at='crop'`` (docs/method.md section 7, the default):
         Resize((resize, resize)) -> RandomRotation(15) -> RandomCrop(crop) -> RandomHorizontalFlip
         [-> RandAugment()] -> ToTensor -> Normalize [-> Cutout | GridMask].
-    train, ``augment_at='raw'`` (how the reference ran its baselines, METHOD section 8):
+    train, ``augment_at='raw'`` (how the reference ran its baselines, docs/method.md section 8):
         [RandAugment() | Cutout | GridMask on the raw image] -> Resize((resize, resize)) -> RandomRotation(15)
         -> RandomCrop(crop) -> RandomHorizontalFlip -> ToTensor -> Normalize.
     eval:  Resize((resize, resize)) -> CenterCrop(crop) -> ToTensor -> Normalize.
@@ -122,7 +122,7 @@ def build_transforms(resize: int = 256, crop: int = 224, augment: str = "none", 
     (Cutout 1 hole of ``round(32 * crop / 224)``; GridMask ``d in [round(96 * crop / 224), crop)``);
     at ``raw`` they are the reference's pixel sizes on the raw image (Cutout 32 px; GridMask
     ``d in [90, 140)``). GridMask always uses rotate 15, ratio 0.5, prob 1.0.
-    ``rotation`` is RandomRotation's range in degrees (15 in the METHOD).
+    ``rotation`` is RandomRotation's range in degrees (15 in docs/method.md section 7).
     """
     from torchvision import transforms as T
 
