@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sdi.config.experiments import experiment_errors, methods
-from sdi.config.validation import merged_config_files
+from sdi.config.settings import merged_config_files
 from sdi.pipeline.filtering import select_top
 from sdi.pipeline.training_set import build_training_set, counts, steps_per_epoch, synthetic_pool
 

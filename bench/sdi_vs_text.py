@@ -47,7 +47,8 @@ def _stack(column) -> np.ndarray:
 
 def _config(workdir: Path, files: list[str]) -> dict:
     """The run's config: its --configfile files (relative to workdir) merged, with the schema's defaults."""
-    from sdi.config.validation import fill_defaults, merged_config_files
+    from sdi.config.settings import merged_config_files
+    from sdi.config.validation import fill_defaults
 
     config = merged_config_files(*(workdir / f for f in files))
     return fill_defaults(config, yaml.safe_load((workdir / "config/schema.yaml").read_text()))
@@ -199,7 +200,7 @@ def judged(workdir: Path, dataset: str, variants: dict[str, str], cfg: dict) -> 
 # ---------------------------------------------------------------------------------------- fidelity
 def fidelity(workdir: Path, dataset: str, cfg: dict) -> dict:
     """Regenerate every real training image from its own projected embedding; judge class and look."""
-    from sdi.config.validation import mini_world_paths
+    from sdi.config.settings import mini_world_paths
     from sdi.evaluation.judge import class_verdicts, in_looks, judge_looks, target_judge
     from sdi.models.generator import GenerationSettings, ImageGenerator
 

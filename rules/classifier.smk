@@ -5,7 +5,7 @@
 # metrics.json fields in the same run folder. Which protocol runs where: sdi/config/protocols.py.
 from sdi.config.experiments import classifier_settings, run_snapshot
 from sdi.config.protocols import PROBED, PROTOCOLS, TRAINED
-from sdi.config.validation import variant_settings
+from sdi.config.settings import variant_settings
 
 
 def methods_of(protocols):

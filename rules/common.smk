@@ -4,7 +4,7 @@ import re
 
 from sdi.config import paths
 from sdi.config.experiments import TRAINING_SET_KEYS
-from sdi.config.validation import TINY_MODELS, enabled_datasets
+from sdi.config.settings import TINY_MODELS, enabled_datasets
 
 
 def _alternation(names):

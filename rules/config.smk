@@ -8,7 +8,7 @@ import sdi  # sets the Hugging Face libraries offline before anything imports th
 
 from sdi.config.experiments import methods
 from sdi.config.planning import ConfigError, check_config, device_problem, target_errors
-from sdi.config.validation import dataset_key, mini_world_paths, model_paths
+from sdi.config.settings import dataset_key, mini_world_paths, model_paths
 from sdi.data.readers import dataset_listing
 from sdi.data.readers.base import DatasetError
 from sdi.io.fingerprints import ListingError, list_files, write_listing
@@ -44,7 +44,7 @@ onstart:
 
 DATASETS = list(config["datasets"])
 MODELS = model_paths(config)
-# the mini world's cache folder and working-directory marker (sdi.config.validation.mini_world_paths), once
+# the mini world's cache folder and working-directory marker (sdi.config.settings.mini_world_paths), once
 MINI_WORLD = mini_world_paths(config) if config["models"]["mini"] else None
 VARIANTS = list(config["variants"])
 DEFAULT_VARIANT = config["default_variant"]

@@ -4,7 +4,7 @@
 import os
 
 from sdi.config.experiments import methods, run_snapshot
-from sdi.config.validation import variant_settings
+from sdi.config.settings import variant_settings
 
 # `default`: real + the kept images of default_variant, unless a method is named so.
 DEFAULT_EXPORT = {"variant": DEFAULT_VARIANT}

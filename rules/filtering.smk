@@ -1,6 +1,6 @@
 # Filtering (docs/method.md section 6): CLIP score per generated image, keep the top per class.
 # One rule for every variant; the default variant's copy only writes to results/<dataset>/filtered.
-from sdi.config.validation import variant_settings
+from sdi.config.settings import variant_settings
 
 
 def filtered_variant(wildcards):

@@ -1,5 +1,5 @@
 # Generation (docs/method.md section 5): one job per shard of a variant's samples.
-from sdi.config.validation import variant_settings
+from sdi.config.settings import variant_settings
 
 
 def variant(wildcards):

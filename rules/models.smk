@@ -25,7 +25,7 @@ if config["models"]["mini"]:
 
     rule mini_world:
         output:
-            # a marker in the working directory, not the cache folders (sdi.config.validation.mini_world_paths)
+            # a marker in the working directory, not the cache folders (sdi.config.settings.mini_world_paths)
             MINI_WORLD["marker"],
         log:
             "logs/models/mini_world.log",

@@ -3,7 +3,7 @@
 # the summary table take seconds and little memory: on a cluster they run on the submit host
 # (localrule) instead of waiting in the queue.
 from sdi.config.protocols import PROTOCOLS, TRAINED
-from sdi.config.validation import enabled_datasets, variant_settings, without_execution
+from sdi.config.settings import enabled_datasets, variant_settings, without_execution
 
 
 def report_targets(dataset):

@@ -1,7 +1,7 @@
 # SEI sampling (docs/method.md section 4): conditioning vectors per class, one table per sampler.
 # Variants that share a sampler (e.g. two guidance scales) share its samples. SEI samplers read the
 # projected embeddings; the text baseline only the split.
-from sdi.config.validation import without_checks
+from sdi.config.settings import without_checks
 
 
 rule sample:
@@ -20,7 +20,7 @@ rule sample:
     benchmark:
         "benchmarks/{dataset}/sample_{sampler}.tsv"
     params:
-        # less its check-only min_images (sdi.config.validation.CHECK_ONLY), which the job reads
+        # less its check-only min_images (sdi.config.settings.CHECK_ONLY), which the job reads
         sampler=lambda w: without_checks("sampler", config["samplers"][w.sampler]),
         shards=config["generation"]["shards"],
         run_seed=config["generation"]["seed"],

@@ -214,7 +214,7 @@ def test_check_only_keys_rerun_nothing():
     """split.allow_missing_test_classes and samplers.<name>.min_images decide whether a job may go on, not what
     it computes: they are in no run snapshot (a classifier run's params), so adding them reruns nothing."""
     from sdi.config.experiments import methods, run_snapshot
-    from sdi.config.validation import variant_settings, without_checks
+    from sdi.config.settings import variant_settings, without_checks
 
     def snapshots(config):
         validate_config(config, SCHEMA)

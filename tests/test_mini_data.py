@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sdi.config.planning import ConfigError, check_config
-from sdi.config.validation import merged_config_files
+from sdi.config.settings import merged_config_files
 from sdi.data import mini_corpus as corpus
 
 REPO = Path(__file__).resolve().parents[1]

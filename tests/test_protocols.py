@@ -12,7 +12,7 @@ import yaml
 
 from sdi.config import protocols
 from sdi.config.planning import ConfigError, check_config
-from sdi.config.validation import merged_config_files
+from sdi.config.settings import merged_config_files
 from sdi.models.backbones import BackboneError, head_keys, load_backbone, weights_problems
 from sdi.pipeline.filtering import write_image_embeddings
 from sdi.training.linear_probe import ProbeError, run_probe

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdi.config.validation import merged_config_files
+from sdi.config.settings import merged_config_files
 from sdi.data.mini_corpus import target_classes
 from sdi.evaluation.judge import judge_filtered, target_judge
 

@@ -14,7 +14,7 @@ import yaml
 
 from sdi.config.experiments import experiment_errors, methods
 from sdi.config.planning import ConfigError, check_config
-from sdi.config.validation import merged_config_files
+from sdi.config.settings import merged_config_files
 from sdi.pipeline.filtering import select_top
 from sdi.pipeline.training_set import build_training_set, draw_per_class, select_kept, steps_per_epoch, synthetic_pool
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sdi.config.planning import ConfigError, check_config
-from sdi.config.validation import merged_config_files
+from sdi.config.settings import merged_config_files
 
 from helpers import edit_config, run_snakemake
 
@@ -164,9 +164,9 @@ def test_cuda_without_a_gpu_fails_before_any_job(workflow):
 
 
 def test_execution_only_keys_are_the_schemas():
-    """sdi.config.validation.EXECUTION_ONLY (what rules keep out of params and snapshots) is exactly what
+    """sdi.config.settings.EXECUTION_ONLY (what rules keep out of params and snapshots) is exactly what
     config/schema.yaml marks x-execution-only."""
-    from sdi.config.validation import execution_only_paths
+    from sdi.config.settings import execution_only_paths
 
     from helpers import REPO
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
+from sdi.config.settings import execution_settings
 from sdi.config.tracking import TrackingConfig
-from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
 from sdi.pipeline.filtering import filter_generated
 from sdi.training.tracking import log_image

@@ -11,7 +11,7 @@ with logged(snakemake.log[0]) as log:
     samples = sample_class_embeddings(
         table, method=s["method"], n_components=s["n_components"], expansion=s["expansion"], seed=s["seed"],
         n_shards=p.shards, cov_eps=s["cov_eps"], per_class_seed=s["per_class_seed"], image_seed=p.run_seed,
-        # check-only (sdi.config.validation.CHECK_ONLY): from the config, not a param
+        # check-only (sdi.config.settings.CHECK_ONLY): from the config, not a param
         min_images=snakemake.config["samplers"][snakemake.wildcards.sampler]["min_images"],
         key=f"config.samplers.{snakemake.wildcards.sampler}",
     )

@@ -1,4 +1,4 @@
-from sdi.config.validation import dataset_key
+from sdi.config.settings import dataset_key
 from sdi.data.readers import read_dataset
 from sdi.data.readers.base import check_images, skipped_text
 from sdi.data.split import make_split
@@ -9,7 +9,7 @@ with logged(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output
     key = dataset_key(snakemake.wildcards.dataset)
     table = read_dataset(p.format, p.root, key, options=p.options, seed=p.seed,
-                         # check-only (sdi.config.validation.CHECK_ONLY): read here, not a param
+                         # check-only (sdi.config.settings.CHECK_ONLY): read here, not a param
                          allow_missing_test_classes=snakemake.config["split"]["allow_missing_test_classes"])
     log.info("%s: %s", p.root, table.groupby("subset").size().to_dict())
     if table.attrs["missing_test_classes"]:

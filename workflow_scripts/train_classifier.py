@@ -22,8 +22,8 @@ import torch
 
 from sdi.config.experiments import write_run_config
 from sdi.config.protocols import DEFAULT, PROTOCOLS, WEIGHTED
+from sdi.config.settings import execution_settings
 from sdi.config.tracking import TrackingConfig
-from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
 from sdi.training import distributed
 

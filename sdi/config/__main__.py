@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from sdi.config.planning import ConfigError, check_config
-from sdi.config.validation import merged_config_files, yaml_problem
+from sdi.config.settings import merged_config_files
+from sdi.config.validation import yaml_problem
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,10 @@ import os
 import yaml
 
 from sdi.config.protocols import DEFAULT, PROBED, PROTOCOL_KEYS, PROTOCOLS, TRAINED, WEIGHTED
-from sdi.config.validation import without_checks, without_execution
+from sdi.config.settings import without_checks, without_execution
 from sdi.io.artifacts import atomic_write
 
-FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.validation.variant_settings that only filtering reads
+FILTER_SETTINGS = ("keep_ratio", "score")  # keys of sdi.config.settings.variant_settings that only filtering reads
 
 
 # The settings of a resolved method that decide its training set: the keywords of

@@ -26,8 +26,9 @@ from pathlib import Path
 from sdi.config.experiments import experiment_errors, methods
 from sdi.config.paths import projector_dir
 from sdi.config.protocols import WEIGHTED
+from sdi.config.settings import model_paths
 from sdi.config.tracking import tracking_problem
-from sdi.config.validation import ConfigError, device_problem, model_paths, validate_config
+from sdi.config.validation import ConfigError, device_problem, validate_config
 from sdi.models.folders import filter_clip_errors, projector_fit_errors
 
 __all__ = ["ConfigError", "check_config", "device_problem"]

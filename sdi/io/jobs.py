@@ -98,7 +98,7 @@ def logged(log_path: str | Path, gpus: int = 0, execution: dict | None = None):
     """Send logging records, warnings and stderr (tqdm progress) to log_path and the console.
 
     gpus: GPUs the job was given (its ``gpu`` resource); see :func:`claim_gpus`.
-    execution: the job's execution-only settings (:func:`sdi.config.validation.execution_settings`),
+    execution: the job's execution-only settings (:func:`sdi.config.settings.execution_settings`),
         written to the log: they are in no params, so the log is their record.
     """
     log_path = Path(log_path)

@@ -265,7 +265,7 @@ def check_projector_fits(projector_dir: str | Path, sd: str | Path, clip: str | 
 def projector_fit_errors(models: dict, projector_dirs: dict[str, str | Path]) -> list[str]:
     """Problems of :func:`check_projector_fits` for every projector folder that exists.
 
-    models: {'sd', 'clip', 'vae'} folders (sdi.config.validation.model_paths); projector_dirs: {dataset: folder}.
+    models: {'sd', 'clip', 'vae'} folders (sdi.config.settings.model_paths); projector_dirs: {dataset: folder}.
     Nothing is reported while the model folders themselves are missing or broken (the config
     check names those).
     """
