@@ -80,5 +80,5 @@ def all_targets():
         targets += [f"{r}/metrics.json" for _, _, r in classifier_runs(d)]
         targets += report_targets(d)
     if enabled_datasets(config):
-        targets += collect("results/summary.{ext}", ext=["csv", "md", "html", "png"])
+        targets += collect(paths.summary(), ext=["csv", "md", "html", "png"])
     return targets

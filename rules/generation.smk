@@ -23,7 +23,7 @@ rule generate:
         # its provenance and is reused only if it matches); the declared output is the
         # shard manifest that lists them, with each PNG's sha256: a later job that finds a
         # PNG changed removes it and this manifest, so that this job reruns for it.
-        out_dir="results/{dataset}/sei/{variant}",
+        out_dir=paths.variant_dir(),
         shard=lambda w: int(w.shard),
         mode=lambda w: variant(w)["mode"],
         options=lambda w: variant(w)["generation"],

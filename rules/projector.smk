@@ -7,7 +7,7 @@ rule train_projector:
         split=paths.split(),
     output:
         projector=directory(paths.projector_dir()),
-        loss="results/{dataset}/projector/loss.csv",
+        loss=paths.projector_loss(),
     log:
         "logs/{dataset}/train_projector.log",
     benchmark:
@@ -16,7 +16,7 @@ rule train_projector:
         models=MODELS,
         # Checkpoints live beside the outputs but are not outputs, so a killed or
         # requeued job resumes from them instead of Snakemake deleting them.
-        checkpoint_dir="results/{dataset}/projector/checkpoints",
+        checkpoint_dir=paths.projector_checkpoints(),
         settings=config["projector"],
     threads: job_threads("train_projector")
     resources:

@@ -9,15 +9,15 @@ from sdi.config.settings import enabled_datasets, variant_settings, without_exec
 def report_targets(dataset):
     """Per-dataset report figures and diagnostics."""
     targets = [
-        f"results/{dataset}/report/training_curves.png",
-        f"results/{dataset}/report/overview.png",
+        paths.report_figure(dataset, "training_curves"),
+        paths.report_figure(dataset, "overview"),
     ]
     for v in VARIANTS:
         targets += [
-            f"results/{dataset}/report/{v}/{name}.png"
+            paths.variant_figure(dataset, v, name)
             for name in ("grid", "scores", "counts")
         ]
-        targets.append(f"results/{dataset}/diagnostics/{v}/summary.json")
+        targets.append(f"{paths.diagnostics_dir(dataset, v)}/summary.json")
     return targets
 
 
@@ -64,26 +64,28 @@ def stage_benchmarks(dataset, method):
     (logs/X.log -> benchmarks/X.tsv); the summary counts those that exist. A protocol that
     trains no network (linear_probe) reads the real images' stored CLIP embeddings."""
     v = METHODS[method]["variant"]
+
+    def bench(rule, **wildcards):
+        """The benchmark file that rule declares, for this dataset's job."""
+        return str(getattr(rules, rule).benchmark).format(dataset=dataset, **wildcards)
+
     probe = (
         []
         if PROTOCOLS[METHODS[method]["protocol"]].trains_network
-        else [f"benchmarks/{dataset}/image_embeddings.tsv"]
+        else [bench("image_embeddings")]
     )
     if v is None:
         return probe
     settings = variant_settings(config, v)
-    files = [f"benchmarks/{dataset}/split.tsv", *probe]
+    files = [bench("split"), *probe]
     if settings["mode"] == "sei":
-        files += [
-            f"benchmarks/{dataset}/train_projector.tsv",
-            f"benchmarks/{dataset}/embeddings.tsv",
-        ]
-    files.append(f"benchmarks/{dataset}/sample_{settings['sampler']}.tsv")
-    files += [f"benchmarks/{dataset}/{v}/generate_{i}.tsv" for i in SHARDS]
+        files += [bench("train_projector"), bench("embeddings")]
+    files.append(bench("sample", sampler=settings["sampler"]))
+    files += [bench("generate", variant=v, shard=i) for i in SHARDS]
     files.append(
-        f"benchmarks/{dataset}/filter.tsv"
+        bench("filter_default")
         if v == DEFAULT_VARIANT
-        else f"benchmarks/{dataset}/{v}/filter.tsv"
+        else bench("filter", other_variant=v)
     )
     return files
 
@@ -96,11 +98,11 @@ rule diagnostics:
         filtered=lambda w: filtered_dir(w.dataset, w.variant),
         split=paths.split(),
     output:
-        summary="results/{dataset}/diagnostics/{variant}/summary.json",
-        per_class="results/{dataset}/diagnostics/{variant}/per_class.csv",
-        duplicates="results/{dataset}/diagnostics/{variant}/near_duplicates.csv",
+        summary=f"{paths.diagnostics_dir()}/summary.json",
+        per_class=f"{paths.diagnostics_dir()}/per_class.csv",
+        duplicates=f"{paths.diagnostics_dir()}/near_duplicates.csv",
         distances=report(
-            "results/{dataset}/diagnostics/{variant}/distances.png",
+            f"{paths.diagnostics_dir()}/distances.png",
             caption="../report/distances.rst",
             category="Diagnostics",
             subcategory="{dataset}",
@@ -111,7 +113,7 @@ rule diagnostics:
             },
         ),
         projection=report(
-            "results/{dataset}/diagnostics/{variant}/projection.png",
+            f"{paths.diagnostics_dir()}/projection.png",
             caption="../report/projection.rst",
             category="Diagnostics",
             subcategory="{dataset}",
@@ -122,7 +124,7 @@ rule diagnostics:
     benchmark:
         "benchmarks/{dataset}/{variant}/diagnostics.tsv"
     params:
-        out_dir="results/{dataset}/diagnostics/{variant}",
+        out_dir=paths.diagnostics_dir(),
         filter_clip=config["models"]["filter_clip"],
         models=MODELS,
         options=without_execution("diagnostics", config["diagnostics"]),
@@ -141,14 +143,14 @@ rule report_filter_figures:
         filtered=lambda w: filtered_dir(w.dataset, w.variant),
     output:
         grid=report(
-            "results/{dataset}/report/{variant}/grid.png",
+            paths.variant_figure(name="grid"),
             caption="../report/grid.rst",
             category="Samples",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "variant": "{variant}", "figure": "grid"},
         ),
         scores=report(
-            "results/{dataset}/report/{variant}/scores.png",
+            paths.variant_figure(name="scores"),
             caption="../report/scores.rst",
             category="Filter",
             subcategory="{dataset}",
@@ -159,7 +161,7 @@ rule report_filter_figures:
             },
         ),
         counts=report(
-            "results/{dataset}/report/{variant}/counts.png",
+            paths.variant_figure(name="counts"),
             caption="../report/counts.rst",
             category="Filter",
             subcategory="{dataset}",
@@ -190,7 +192,7 @@ rule training_curves:
         ],
     output:
         report(
-            "results/{dataset}/report/training_curves.png",
+            paths.report_figure(name="training_curves"),
             caption="../report/training_curves.rst",
             category="Training",
             subcategory="{dataset}",
@@ -218,16 +220,16 @@ rule summary:
         metrics=[r["metrics"] for r in summary_runs()],
         samples=[e["samples"] for e in summary_samplings()],
     output:
-        csv="results/summary.csv",
-        md="results/summary.md",
+        csv=paths.summary("csv"),
+        md=paths.summary("md"),
         html=report(
-            "results/summary.html",
+            paths.summary("html"),
             caption="../report/summary.rst",
             category="Summary",
             labels={"figure": "table"},
         ),
         png=report(
-            "results/summary.png",
+            paths.summary("png"),
             caption="../report/summary_chart.rst",
             category="Summary",
             labels={"figure": "bar chart"},
@@ -261,7 +263,7 @@ rule overview:
         text=lambda w: [filtered_dir(w.dataset, v) for v in TEXT_VARIANTS[:1]],
     output:
         report(
-            "results/{dataset}/report/overview.png",
+            paths.report_figure(name="overview"),
             caption="../report/overview.rst",
             category="Samples",
             subcategory="{dataset}",

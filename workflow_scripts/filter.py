@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from sdi.config import paths
 from sdi.config.settings import execution_settings
 from sdi.config.tracking import TrackingConfig
 from sdi.io.jobs import logged
@@ -14,7 +15,8 @@ with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=
     scored = filter_generated(list(snakemake.input.shards), p.models["clip"], p.keep_ratio, out_dir,
                               batch_size=execution["batch_size"], device=execution["device"], dtype=p.dtype,
                               score=p.score, num_workers=max(0, snakemake.threads - 1), filter_clip=p.filter_clip)
-    variant_dir = Path(snakemake.input.shards[0]).parents[1]  # results/<dataset>/sei/<variant>
+    variant = getattr(snakemake.wildcards, "other_variant", None) or snakemake.config["default_variant"]
+    variant_dir = Path(paths.variant_dir(snakemake.wildcards.dataset, variant))
     log_image(variant_dir, TrackingConfig.from_config(snakemake.config), "filter/kept_and_dropped",
               Path(out_dir) / "grid.png", run_name=str(variant_dir), job="filter")
     log.info("%d generated images in %d classes, %d kept (keep_ratio %s, score %s) -> %s",

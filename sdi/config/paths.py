@@ -26,6 +26,16 @@ def projector_dir(dataset: str = DATASET) -> str:
     return f"results/{dataset}/projector/final"
 
 
+def projector_loss(dataset: str = DATASET) -> str:
+    """The projector's loss per epoch (rule train_projector)."""
+    return f"results/{dataset}/projector/loss.csv"
+
+
+def projector_checkpoints(dataset: str = DATASET) -> str:
+    """Where a projector run resumes from: beside its outputs, not one of them (rule train_projector)."""
+    return f"results/{dataset}/projector/checkpoints"
+
+
 def embeddings(dataset: str = DATASET) -> str:
     """CLIP and projected embeddings of the split's images (rule embeddings)."""
     return f"results/{dataset}/embeddings.parquet"
@@ -41,18 +51,45 @@ def samples(dataset: str = DATASET, sampler: str = "{sampler}") -> str:
     return f"results/{dataset}/samples/{sampler}.parquet"
 
 
+def variant_dir(dataset: str = DATASET, variant: str = VARIANT) -> str:
+    """A variant's generated images (``images/``) and shard manifests (``shards/``); every variant's, the
+    text baseline's included (docs/method.md, "Terms")."""
+    return f"results/{dataset}/sei/{variant}"
+
+
 def shard(dataset: str = DATASET, variant: str = VARIANT, shard: int | str = "{shard}") -> str:
     """The manifest of one generation shard of a variant (rule generate)."""
-    return f"results/{dataset}/sei/{variant}/shards/{shard}.parquet"
+    return f"{variant_dir(dataset, variant)}/shards/{shard}.parquet"
 
 
 def filtered_dir(dataset: str = DATASET, variant: str | None = VARIANT) -> str:
     """A variant's filtered set (rule filter); variant None: the default variant's (rule filter_default)."""
     if variant is None:
         return f"results/{dataset}/filtered"
-    return f"results/{dataset}/sei/{variant}/filtered"
+    return f"{variant_dir(dataset, variant)}/filtered"
 
 
 def run_dir(dataset: str = DATASET, method: str = "{method}", seed: int | str = "{seed}") -> str:
     """The folder of one classifier run: metrics.json, log.csv, config.yaml (rules train_classifier, linear_probe)."""
     return f"results/{dataset}/classifier/{method}/seed{seed}"
+
+
+def diagnostics_dir(dataset: str = DATASET, variant: str = VARIANT) -> str:
+    """A variant's distribution diagnostics: summary.json, per_class.csv, near_duplicates.csv and figures
+    (rule diagnostics)."""
+    return f"results/{dataset}/diagnostics/{variant}"
+
+
+def report_figure(dataset: str = DATASET, name: str = "{name}") -> str:
+    """A dataset's report figure: ``overview``, ``training_curves`` (rules overview, training_curves)."""
+    return f"results/{dataset}/report/{name}.png"
+
+
+def variant_figure(dataset: str = DATASET, variant: str = VARIANT, name: str = "{name}") -> str:
+    """A variant's filter figure: ``grid``, ``scores``, ``counts`` (rule report_filter_figures)."""
+    return f"results/{dataset}/report/{variant}/{name}.png"
+
+
+def summary(ext: str = "{ext}") -> str:
+    """The summary over datasets, methods and seeds: csv, md, html, png (rule summary)."""
+    return f"results/summary.{ext}"
