@@ -1,5 +1,5 @@
 # Two entry points: `make demo` runs the workflow on the embedded demo, `make test`
-# runs the test suite. Each creates .venv and installs the package if needed.
+# runs the test suite (`make check`: its fast tier). Each creates .venv and installs the package if needed.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ CORES ?= 2
 # other files beside it, so that no core waits while a workflow has one job left
 TEST_WORKERS ?= 3
 
-.PHONY: demo test lint bench bench-memory clean-demo
+.PHONY: demo test check lint bench bench-memory clean-demo
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --no-loadscope-reorder --durations=15 tests
+
+# The fast tier for the edit-test loop: every test but those marked `workflow` (pyproject's pytest markers: the
+# ones that start Snakemake or take minutes). SDI_FAST_TIER makes a test that starts Snakemake without the
+# marker fail, naming the marker (tests/helpers.py snakemake_env).
+check: $(BIN)/.installed
+	SDI_FAST_TIER=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --no-loadscope-reorder --durations=10 \
+		-m "not workflow" tests
 
 # Generation throughput, reference style vs engine (bench/README.md): CPU with the tiny
 # models by default; `make bench BENCH_DEVICE=cuda` for SD v1.5 at 512x512 on a GPU.

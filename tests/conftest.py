@@ -38,7 +38,16 @@ LONGEST_FIRST = ("test_science.py", *SHARED_DEMO_FILES, "test_messy_inputs.py", 
                  "test_resume.py", "test_fullsize.py", "test_mini_world.py", "test_workflow_config.py")
 
 
+# The fixtures that run a workflow: every test that uses one, directly or through another fixture (pytest's
+# fixture closure), is marked `workflow` here, which make check leaves out. A test that starts Snakemake itself
+# carries the marker (or its file's pytestmark); helpers.snakemake_env fails one that does not under make check.
+WORKFLOW_FIXTURES = ("demo_upstream", "finished_demo")
+
+
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(name in item.fixturenames for name in WORKFLOW_FIXTURES):
+            item.add_marker(pytest.mark.workflow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
 

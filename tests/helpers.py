@@ -1,10 +1,12 @@
 """What the tests share: the workflow copied into a working directory, the Snakemake CLI run with the
 network blocked, the one writer of test configs, the small demo configuration and its artifact checks,
-and the one fixture image writer. Fixtures live in conftest.py; test files import these, not each other."""
+the one fixture image writer and the one file digest. Fixtures live in conftest.py; test files import these,
+not each other."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -50,8 +52,23 @@ def copy_run(src: Path, dest: Path) -> Path:
     return dest
 
 
+# Set by `make check`, the fast tier: the tests not marked `workflow` (pyproject's pytest markers).
+FAST_TIER = "SDI_FAST_TIER"
+
+
+class FastTierError(RuntimeError):
+    """A test of the fast tier (make check) started Snakemake: it lacks the `workflow` marker."""
+
+
 def snakemake_env() -> dict[str, str]:
-    """This environment with the network blocked for Snakemake and its jobs (tests/netguard on PYTHONPATH)."""
+    """This environment with the network blocked for Snakemake and its jobs (tests/netguard on PYTHONPATH).
+    Every Snakemake that the tests start gets its environment here (run_snakemake, BackgroundSnakemake), so
+    this is where the fast tier refuses one: a test that starts Snakemake must be marked `workflow`."""
+    if os.environ.get(FAST_TIER):
+        test = os.environ.get("PYTEST_CURRENT_TEST", "this test").rsplit(" ", 1)[0]
+        raise FastTierError(f"{test} starts Snakemake, but {FAST_TIER} is set (make check runs only the tests "
+                            "that start no workflow): mark the test @pytest.mark.workflow, or its file "
+                            "pytestmark = pytest.mark.workflow, so that make check leaves it to make test")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), env.get("PYTHONPATH")]))
     return env
@@ -217,6 +234,18 @@ def check_artifacts(demo_run: Path, runs: list[tuple[str, int]]) -> None:
     assert list(text["spaces"]) == ["clip_image"] and text["n_kept"] == text_kept
     dup = pd.read_csv(res / "diagnostics" / "gauss-g2.0" / "near_duplicates.csv")
     assert len(dup) == len(split["train"]) and dup.train_cosine.between(-1, 1).all()
+
+
+# --------------------------------------------------------------------------- digests
+def sha256(path: Path | str) -> str:
+    """The sha256 (hex) of the file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{path relative to root: sha256} of every file under root: equal only if the same files hold the same
+    bytes (the folders a test must leave unchanged, or two runs that must be byte-identical)."""
+    return {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # --------------------------------------------------------------------------- fixture images

@@ -1,4 +1,3 @@
-import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,7 @@ from sdi.data.readers.imagefolder import read_imagefolder
 from sdi.data.split import make_split
 from sdi.io.images import load_rgb
 
-from helpers import write_image
+from helpers import tree_digest, write_image
 
 MODES = ["RGB", "L", "RGBA", "CMYK", "P", "LA"]
 
@@ -52,11 +51,6 @@ def make_imagefolder(root: Path, n_train=(4, 6), n_test=(3, 1)) -> Path:
                 write_image(_named(root / part / cls / f"{k:03d}", MODES[k % len(MODES)]), k, (24, 20),
                             MODES[k % len(MODES)])
     return root
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_class_names():

@@ -1,4 +1,3 @@
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ from sdi.pipeline.filtering import (
     select_top,
 )
 
+from helpers import sha256
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -35,10 +36,6 @@ def write_generated(folder: Path, sizes: dict[int, int], seed: int = 0) -> pd.Da
             rows.append({"sample_id": sample_id, "label": label, "class_name": f"digit {label}",
                          "sample_index": k, "path": str(path)})
     return pd.DataFrame(rows)
-
-
-def digest(paths) -> dict[str, str]:
-    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.667, 0.333, 0.25, 0.0, 1.0])
@@ -124,7 +121,7 @@ def test_reference_score_through_the_filter(tiny_models, tmp_path):
 def test_filter_generated_writes_four_files_and_leaves_images_alone(tiny_models, tmp_path):
     sizes = {0: 4, 1: 3, 2: 6}
     manifest = write_generated(tmp_path / "gen", sizes)
-    before = digest(manifest.path)
+    before = {p: sha256(p) for p in manifest.path}
     files_before = sorted((tmp_path / "gen").rglob("*"))
     out = tmp_path / "filter"
     scored = filter_generated(manifest.sample(frac=1.0, random_state=0), tiny_models["clip"], 0.5, out,
@@ -132,7 +129,7 @@ def test_filter_generated_writes_four_files_and_leaves_images_alone(tiny_models,
 
     assert sorted(p.name for p in out.iterdir()) == ["counts.csv", "grid.png", "image_embeddings.parquet",
                                                      "manifest.parquet"]
-    assert digest(manifest.path) == before and sorted((tmp_path / "gen").rglob("*")) == files_before
+    assert {p: sha256(p) for p in manifest.path} == before and sorted((tmp_path / "gen").rglob("*")) == files_before
 
     table = pd.read_parquet(out / "manifest.parquet")
     assert len(table) == 13 and table.sample_id.is_unique

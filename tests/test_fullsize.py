@@ -39,7 +39,7 @@ from sdi.pipeline.sampling import sample_class_embeddings
 from sdi.training.classifier import train_classifier
 from sdi.training.projector import train_projector
 
-pytestmark = pytest.mark.fullsize
+pytestmark = [pytest.mark.fullsize, pytest.mark.workflow]
 
 DEVICE = os.environ.get("SDI_FULLSIZE_DEVICE", "cpu")
 GPU = DEVICE.startswith("cuda")

@@ -11,7 +11,6 @@ batch, exact regeneration) are compared byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -40,6 +39,8 @@ from sdi.models.schedulers import METHOD_DDIM, SchedulerError, make_scheduler
 from sdi.pipeline.generation import generate_shard, write_manifest
 from sdi.pipeline.provenance import read_provenance, vector_sha256
 from sdi.pipeline.regenerate import regenerate_image
+
+from helpers import sha256
 
 REPO = Path(__file__).resolve().parents[1]
 D_CROSS = 32
@@ -104,7 +105,7 @@ def test_manifest_has_provenance_and_layout(reference, tiny_models, tmp_path):
     stored = read_provenance(row.path)
     assert stored == {k: (list(v) if k == "batch" else v) for k, v in row.items()
                       if k not in ("path", "shard", "sha256", "file_size")}
-    assert (row.sha256, row.file_size) == (hashlib.sha256(Path(row.path).read_bytes()).hexdigest(),
+    assert (row.sha256, row.file_size) == (sha256(row.path),
                                            Path(row.path).stat().st_size)
     # The manifest round-trips through Parquet.
     write_manifest(manifest, tmp_path / "m.parquet")

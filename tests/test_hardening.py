@@ -173,6 +173,7 @@ def test_a_symlink_loop_is_read_once(tmp_path):
 # --- targets and config files, as the command line gives them ----------------------------------------
 
 
+@pytest.mark.workflow
 def test_a_mistyped_target_or_config_file_gets_one_line(tmp_path):
     workflow = copy_workflow(tmp_path / "wf")
     cases = {

@@ -10,7 +10,6 @@ checksum columns are checked by decoding; images no shard manifest lists are nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,13 +20,9 @@ import pytest
 
 from sdi.pipeline.export import ExportError, export_dataset
 
-from helpers import write_image
+from helpers import sha256, write_image
 
 CLASSES = ["digit zero", "digit one"]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def small_split(root: Path) -> dict[str, pd.DataFrame]:

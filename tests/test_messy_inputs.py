@@ -3,7 +3,6 @@ one image decoder (16-bit, EXIF orientation), ImageFolder read as torchvision re
 no silent degradation (GMM components, tiny expansions, empty validation, scheduler names,
 file names that are not UTF-8, export names)."""
 
-import hashlib
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ from sdi.pipeline.export import class_dir, export_table
 from sdi.pipeline.sampling import n_generated, sample_class_embeddings
 from sdi.pipeline.training_set import method_training_set
 
-from helpers import ONE_THREAD_JOBS, REPO, copy_workflow, edit_config, run_snakemake
+from helpers import ONE_THREAD_JOBS, REPO, copy_workflow, edit_config, run_snakemake, tree_digest
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -66,11 +65,6 @@ def messy_imagefolder(root: Path) -> Path:
     for clutter in ("train/dog/Thumbs.db", "train/dog/notes.txt", "train/eagle/.DS_Store", "test/dog/README"):
         (root / clutter).write_bytes(b"not an image")
     return root
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {os.fsdecode(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # --- The image decoder ------------------------------------------------------------------------

@@ -5,7 +5,6 @@ values. Seconds each: small datasets, no workflow."""
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,11 @@ from sdi.config.planning import ConfigError, check_config
 from sdi.config.settings import merged_config_files
 from sdi.data import mini_corpus as corpus
 
+from helpers import tree_digest
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
 LOOKS = (("yellow", "purple", "thick"), ("green", "black", "thin"), ("red", "blue", "thin"))
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_class_table_orders_digit_major():
@@ -80,7 +76,7 @@ def test_default_arguments_write_the_same_dataset(tmp_path):
     plain = corpus.write_target_dataset(tmp_path / "plain", **small)
     explicit = corpus.write_target_dataset(tmp_path / "explicit", classes_by="digit", look_names=None,
                                            digits=list(corpus.WORDS), **small)
-    assert _tree(plain) == _tree(explicit)
+    assert tree_digest(plain) == tree_digest(explicit)
     assert (plain / "classes.txt").read_text() == "".join(
         f"{k + 1} {k + 1:03d}.digit_{w}\n" for k, w in enumerate(corpus.WORDS))
     assert sorted(p.name for p in (plain / "images").iterdir()) == [c.folder for c in corpus.target_classes()]

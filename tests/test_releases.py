@@ -1,7 +1,6 @@
 """The official releases, read from small fixtures written in each release's exact layout
 (scipy.io.savemat for .mat files, np.savez for .npz), with the real readers."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from sdi.data.readers.imagefolder import read_imagefolder
 from sdi.data.readers.medmnist import MEDMNIST_LABELS, npz_path, write_medmnist_images
 from sdi.data.split import make_split
 
-from helpers import make_medmnist, write_image
+from helpers import make_medmnist, tree_digest, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,11 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 def _lines(path: Path, lines) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{line}\n" for line in lines))
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # --- Fixture writers: each release's own layout -------------------------------------------

@@ -6,14 +6,13 @@ temporary file behind. Kill points make the moments exact, so nothing here depen
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import BackgroundSnakemake, copy_workflow, edit_config, run_snakemake, snakemake_env
+from helpers import BackgroundSnakemake, copy_workflow, edit_config, run_snakemake, snakemake_env, tree_digest
 
 TARGET = "results/demo/filtered"  # everything up to filtering of the default variant
 CONFIG = {
@@ -56,11 +55,6 @@ def _killed_run(workflow: Path, point: str, nth: int, log: Path) -> None:
     run_snakemake(workflow, "--unlock", TARGET)
 
 
-def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name)]
 
@@ -92,7 +86,7 @@ def test_killed_run_resumes_byte_identical(tmp_path, request):
 
     assert _temp_files(workflow / "results") == []
     uninterrupted.wait(timeout=900)
-    expected, got = _digests(reference / "results"), _digests(workflow / "results")
+    expected, got = tree_digest(reference / "results"), tree_digest(workflow / "results")
     assert sorted(got) == sorted(expected)
     differ = [name for name in expected if got[name] != expected[name]]
     assert differ == [], f"{len(differ)} file(s) differ from an uninterrupted run, e.g. {differ[:5]}"

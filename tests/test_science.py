@@ -37,7 +37,7 @@ from sdi.evaluation.judge import judge_filtered, target_judge
 
 from helpers import REPO, BackgroundSnakemake, copy_workflow, run_snakemake
 
-pytestmark = pytest.mark.science
+pytestmark = [pytest.mark.science, pytest.mark.workflow]
 
 DATASET = "mini"
 CONFIGS = ("config/config.yaml", "config/mini_world.yaml")

@@ -87,6 +87,7 @@ def test_a_partial_mini_world_is_named_at_planning(workflow, tmp_path, monkeypat
     assert (world / "sd").is_dir()  # reported, not removed
 
 
+@pytest.mark.workflow
 def test_demo_on_the_mini_world_plans_from_a_fresh_folder(workflow, tmp_path):
     """make demo's command: the mini world (not built yet: a job), its dataset and every method x 3 seeds."""
     (workflow / "local.yaml").write_text(yaml.safe_dump({"models": {"mini_root": str(tmp_path / "cache")}}))
