@@ -93,7 +93,7 @@ def main() -> None:
     print("pretraining:", pretrain(weights), flush=True)
     methods = {f"{m}{suffix}": {**entry, "protocol": protocol, "label": f"{entry['label']}"}
                for protocol, suffix in PROTOCOLS.items() for m, entry in METHODS.items()}
-    # the demo's sampler and variant rows plus GMM-2's, which the demo no longer runs
+    # the demo's sampler and variant rows plus GMM-2's, which the demo's config does not run
     overlay = {"classifier": {"weights": weights.name},
                "samplers": {"gmm2": {"method": "gmm", "n_components": 2, "expansion": 10}},
                "variants": {"gmm2-g2.0": {"sampler": "gmm2"}},

@@ -111,7 +111,7 @@ def test_cutout_zeroes_one_clipped_square():
 @pytest.mark.parametrize("seed", range(5))
 def test_augment_at_raw_cuts_the_raw_image_before_the_resize(seed):
     """A 32 px Cutout hole on a 64 px raw image is a 128 px hole after Resize((256, 256)); at the
-    crop (today's default) the hole is at most round(32 x 256 / 224) = 37 px on a side."""
+    crop (classifier.augment_at's default) the hole is at most round(32 x 256 / 224) = 37 px on a side."""
     from PIL import Image
 
     white = Image.new("RGB", (64, 64), (255, 255, 255))

@@ -1,6 +1,6 @@
 """models.filter_clip: an open_clip model (tiny, built here from a local model config) for the filter.
 
-The default (null) is transformers' CLIPModel of models.clip, as before; both sit behind the
+The default (null) is transformers' CLIPModel of models.clip (the paper's filter); both sit behind the
 same ClipEmbedder interface (preprocess, image_embeds, text_embeds).
 """
 

@@ -70,7 +70,7 @@ def test_classes_by_look_one_digit_in_one_look_per_class(tmp_path):
 
 
 def test_default_arguments_write_the_same_dataset(tmp_path):
-    """classes_by digit with every digit is today's dataset: explicit defaults write the same bytes
+    """classes_by digit with every digit is the default dataset: explicit defaults write the same bytes
     (the files' digests against the code before classes_by are the change's record, not hard-coded here)."""
     small = {"train_per_class": 1, "test_per_class": 2}
     plain = corpus.write_target_dataset(tmp_path / "plain", **small)

@@ -31,7 +31,7 @@ execution = execution_settings(snakemake.config, "classifier")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
     inp, p = snakemake.input, snakemake.params
     weights = snakemake.config["classifier"].get("weights")
-    protocol = p.settings.get("protocol", DEFAULT)  # scratch's settings leave it out (as before protocols)
+    protocol = p.settings.get("protocol", DEFAULT)  # scratch: no protocol key (classifier_settings)
     if weights and not PROTOCOLS[protocol].uses_weights:
         log.info("protocol %s: classifier.weights (%s) is ignored, the network starts from random weights "
                  "(protocol %s uses it)", protocol, weights, " or ".join(WEIGHTED))

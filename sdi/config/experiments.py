@@ -58,8 +58,9 @@ def classifier_settings(config: dict, entry: dict, seed: int) -> dict:
     that protocol reads (:mod:`sdi.config.protocols`), so that editing another protocol's keys reruns nothing.
 
     scratch: config.classifier (less execution-only and protocol keys) with the method's augment,
-    augment_at and the seed: the keywords of :func:`sdi.training.classifier.train_classifier`, as before
-    protocols existed. finetune: the same with ``protocol``, ``weights``, ``frozen`` and the finetune
+    augment_at and the seed: the keywords of :func:`sdi.training.classifier.train_classifier`, with no
+    ``protocol`` key, so that a scratch run's params stay those of a config that names no protocol.
+    finetune: the same with ``protocol``, ``weights``, ``frozen`` and the finetune
     ``lr`` and ``epochs``. linear_probe: ``protocol``, ``seed`` and the linear_probe keys
     (:func:`sdi.training.linear_probe.run_probe`).
     """
