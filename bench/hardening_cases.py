@@ -36,13 +36,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from PIL import Image
 
 import sdi
 
 ROOT = Path(sdi.__file__).resolve().parents[1]  # the checkout whose sdi is imported: its workflow and schema
 SCHEMA = ROOT / "config" / "schema.yaml"
-WORKFLOW = ["Snakefile", "rules", "workflow_scripts", "config", "envs", "profiles", "report"]
+sys.path.insert(0, str(ROOT / "tests"))
+# the imported checkout's test helpers: its workflow copied as a user's checkout, its fixture image writer
+from helpers import copy_workflow, write_image  # noqa: E402
+
 KEY = "config.datasets.pets.root"
 
 CASES: list[tuple[str, str]] = []  # (number, case), in the order they run
@@ -77,13 +79,6 @@ def short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (12, 10)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(rgb, "RGB").save(path)
-    return path
-
-
 def imagefolder(root: Path, classes=("cat", "dog"), test_classes=None, per_class: int = 2) -> Path:
     k = 0
     for part, names in (("train", classes), ("test", classes if test_classes is None else test_classes)):
@@ -107,17 +102,6 @@ def validated(config: dict) -> str:
 
     validate_config(config, SCHEMA)
     return "passes validate_config"
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def snakemake(workdir: Path, *args: str) -> tuple[int, list[str]]:
