@@ -7,7 +7,7 @@ params: out_dir; models (the CLIP folder in use); options (config.diagnostics le
         batch_size come from the config (execution-only).
 """
 
-from sdi.config.settings import execution_settings
+from sdi.config.validation import execution_settings
 from sdi.evaluation.diagnostics import diagnose_variant
 from sdi.io.jobs import logged
 from sdi.models.loaders import image_encodings

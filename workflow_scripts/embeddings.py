@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sdi.config.settings import execution_settings
+from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
 from sdi.models.loaders import image_encodings
 from sdi.pipeline.embeddings import extract_embeddings, write_embeddings

@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from sdi.config import paths
-from sdi.config.settings import execution_settings
+import pandas as pd
+
 from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
 from sdi.pipeline.filtering import filter_generated
 from sdi.training.tracking import log_image
@@ -10,13 +11,11 @@ from sdi.training.tracking import log_image
 execution = execution_settings(snakemake.config, "filter")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
     p, out_dir = snakemake.params, snakemake.output[0]
-    # The shard files, not their tables: an image changed since generation is removed with its shard
-    # manifest, so that the next snakemake call regenerates it (sdi.pipeline.provenance.verify_generated).
-    scored = filter_generated(list(snakemake.input.shards), p.models["clip"], p.keep_ratio, out_dir,
-                              batch_size=execution["batch_size"], device=execution["device"], dtype=p.dtype,
-                              score=p.score, num_workers=max(0, snakemake.threads - 1), filter_clip=p.filter_clip)
-    variant = getattr(snakemake.wildcards, "other_variant", None) or snakemake.config["default_variant"]
-    variant_dir = Path(paths.variant_dir(snakemake.wildcards.dataset, variant))
+    manifest = pd.concat([pd.read_parquet(f) for f in snakemake.input.shards], ignore_index=True)
+    scored = filter_generated(manifest, p.models["clip"], p.keep_ratio, out_dir, batch_size=execution["batch_size"],
+                              device=execution["device"], dtype=p.dtype, score=p.score,
+                              num_workers=max(0, snakemake.threads - 1), filter_clip=p.filter_clip)
+    variant_dir = Path(snakemake.input.shards[0]).parents[1]  # results/<dataset>/sei/<variant>
     log_image(variant_dir, TrackingConfig.from_config(snakemake.config), "filter/kept_and_dropped",
               Path(out_dir) / "grid.png", run_name=str(variant_dir), job="filter")
     log.info("%d generated images in %d classes, %d kept (keep_ratio %s, score %s) -> %s",

@@ -1,5 +1,5 @@
-from sdi.config.settings import execution_settings
 from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
 from sdi.io.faults import kill_point
 from sdi.io.jobs import logged
 from sdi.models.generator import GenerationSettings, ImageGenerator

@@ -6,7 +6,7 @@ output: results/<dataset>/image_embeddings.parquet (image_id, split, path, label
 params: models (model folders), filter_clip (models.filter_clip), dtype (generation.dtype).
 """
 
-from sdi.config.settings import execution_settings
+from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
 from sdi.pipeline.embeddings import embed_split_images
 

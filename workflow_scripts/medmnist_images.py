@@ -1,4 +1,4 @@
-from sdi.config.settings import dataset_key
+from sdi.config.validation import dataset_key
 from sdi.data.readers.medmnist import write_medmnist_images
 from sdi.io.jobs import logged
 

@@ -1,5 +1,5 @@
 """Rule mini_world: check the mini world in the cache (or build it), then write the working
-directory's marker that the jobs using it take as input (sdi.config.settings.mini_world_paths)."""
+directory's marker that the jobs using it take as input (sdi.config.validation.mini_world_paths)."""
 
 import json
 from pathlib import Path

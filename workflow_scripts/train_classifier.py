@@ -1,4 +1,4 @@
-"""Rule train_classifier: ResNet50 from scratch on a method's training set (docs/method.md sections 7 and 8), or
+"""Rule train_classifier: ResNet50 from scratch on a method's training set (METHOD.md sections 7 and 8), or
 with protocol finetune a torchvision model from classifier.weights (sdi.training.classifier).
 
 input:  split: folder with train.parquet, val.parquet, test.parquet (image_id, path, label, class_name);
@@ -22,8 +22,8 @@ import torch
 
 from sdi.config.experiments import write_run_config
 from sdi.config.protocols import DEFAULT, PROTOCOLS, WEIGHTED
-from sdi.config.settings import execution_settings
 from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
 from sdi.training import distributed
 
@@ -31,7 +31,7 @@ execution = execution_settings(snakemake.config, "classifier")
 with logged(snakemake.log[0], gpus=snakemake.resources.get("gpu", 0), execution=execution) as log:
     inp, p = snakemake.input, snakemake.params
     weights = snakemake.config["classifier"].get("weights")
-    protocol = p.settings.get("protocol", DEFAULT)  # scratch: no protocol key (classifier_settings)
+    protocol = p.settings.get("protocol", DEFAULT)  # scratch's settings leave it out (as before protocols)
     if weights and not PROTOCOLS[protocol].uses_weights:
         log.info("protocol %s: classifier.weights (%s) is ignored, the network starts from random weights "
                  "(protocol %s uses it)", protocol, weights, " or ".join(WEIGHTED))

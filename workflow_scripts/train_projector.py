@@ -14,8 +14,8 @@ The run is sdi.training.projector.run_job, in this process or, with several GPUs
 from dataclasses import asdict
 from pathlib import Path
 
-from sdi.config.settings import execution_settings
 from sdi.config.tracking import TrackingConfig
+from sdi.config.validation import execution_settings
 from sdi.io.jobs import logged
 from sdi.training import distributed
 
