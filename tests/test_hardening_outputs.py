@@ -123,7 +123,7 @@ def test_truncated_png_fails_the_filter_naming_it_and_is_regenerated(generator, 
     os.truncate(victim, 100)
 
     with pytest.raises(FilterError) as err:
-        filter_generated([shard_file], tiny_models["clip"], 0.5, tmp_path / "filtered", device="cpu")
+        filter_generated(pd.read_parquet(shard_file), tiny_models["clip"], 0.5, tmp_path / "filtered", device="cpu")
     message = str(err.value)
     assert f"{victim}: expected {size} bytes" in message and "found 100 bytes" in message
     assert str(shard_file) in message and "rerun snakemake to regenerate them" in message
@@ -134,7 +134,8 @@ def test_truncated_png_fails_the_filter_naming_it_and_is_regenerated(generator, 
     assert sha256(victim) == original  # byte-identical
     assert {p: os.stat(p).st_mtime_ns for p in others} == others  # only the missing image was written
     assert again.sha256.tolist() == manifest.sha256.tolist()
-    scored = filter_generated([shard_file], tiny_models["clip"], 0.5, tmp_path / "filtered", device="cpu")
+    scored = filter_generated(pd.read_parquet(shard_file), tiny_models["clip"], 0.5, tmp_path / "filtered",
+                              device="cpu")
     assert len(scored) == 4 and (tmp_path / "filtered" / "manifest.parquet").is_file()
     assert "sha256" in pd.read_parquet(tmp_path / "filtered" / "manifest.parquet").columns
 
@@ -148,7 +149,7 @@ def test_old_manifest_without_checksums_is_checked_by_decoding(generator, tiny_m
     victim = Path(manifest.path[2])
     os.truncate(victim, os.stat(victim).st_size // 2)
     with pytest.raises(FilterError, match=rf"{victim}: \d+ bytes that do not decode as a full image"):
-        filter_generated([shard_file], tiny_models["clip"], 0.5, tmp_path / "filtered", device="cpu")
+        filter_generated(pd.read_parquet(shard_file), tiny_models["clip"], 0.5, tmp_path / "filtered", device="cpu")
     assert not victim.exists() and not shard_file.exists()
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -232,35 +231,21 @@ def write_image_embeddings(rows: pd.DataFrame, embeddings: np.ndarray, path: str
     write_parquet(table.append_column(EMBEDDING_COLUMN, vector_array(embeddings, EMBEDDING_COLUMN)), path)
 
 
-def read_shard_manifests(files: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """The generation shard manifests ``files``, concatenated, after :func:`check_manifest` (which then
-    removes a bad image with the file among ``files`` that lists it)."""
-    if not files:
-        raise FilterError("no generation shard manifest given; expected sei/<variant>/shards/<i>.parquet files")
-    missing = [str(f) for f in files if not Path(f).is_file()]
-    if missing:
-        raise FilterError(f"generation shard manifest(s) {missing[:3]} do not exist; rerun generation for them")
-    tables = {str(f): pd.read_parquet(f) for f in files}
-    manifest = pd.concat(tables.values(), ignore_index=True)
-    check_manifest(manifest, shard_files=tables)
-    return manifest
-
-
-def check_manifest(manifest: pd.DataFrame, shard_files: dict[str, pd.DataFrame] | None = None) -> None:
+def check_manifest(manifest: pd.DataFrame) -> None:
     """Raise FilterError unless the generation manifest has the columns, unique ids and files, each file as
     generation wrote it (:func:`sdi.pipeline.provenance.verify_generated`: a bad one is removed, with the
-    shard manifest that lists it, ``shard_files`` {file: table} or found by the layout)."""
+    shard manifest that lists it)."""
     require_columns(manifest, FILTER_INPUT_COLUMNS, "generation manifest", "expected the generation stage's shard "
                     "manifests (sample_id, label, class_name, path)", FilterError)
     dup = manifest.sample_id[manifest.sample_id.duplicated()].tolist()
     if dup:
         raise FilterError(f"generation manifest: {len(dup)} duplicated sample_id(s), e.g. {dup[:3]}; "
                           "a shard manifest is listed twice or two runs were mixed")
-    verify_generated(manifest, shard_files, what="generation manifest", error=FilterError)
+    verify_generated(manifest, what="generation manifest", error=FilterError)
 
 
 def filter_generated(
-    manifest: pd.DataFrame | Sequence[str | os.PathLike],
+    manifest: pd.DataFrame,
     clip_path: str | os.PathLike,
     keep_ratio: float,
     out_dir: str | os.PathLike,
@@ -277,8 +262,7 @@ def filter_generated(
     """Score, rank and select generated images; write manifest.parquet, counts.csv, grid.png.
 
     Args:
-        manifest: the generation shard manifest files, or their concatenated tables (sample_id, label,
-            class_name, path, ...). Files let a bad image's manifest be removed by name (:func:`check_manifest`).
+        manifest: the concatenated generation shard manifests (sample_id, label, class_name, path, ...).
         clip_path: CLIP ViT-L/14 folder (or the tiny CLIP).
         keep_ratio: fraction kept per class, ``int(n_c * keep_ratio)`` (0.5 in the paper).
         out_dir: folder for the three outputs (each written atomically).
@@ -289,10 +273,7 @@ def filter_generated(
         The scored manifest (input columns + score, rank, kept), sorted by (label, sample_id).
     """
     t_start, encoded_before = time.monotonic(), image_encodings()
-    if isinstance(manifest, pd.DataFrame):
-        check_manifest(manifest)
-    else:
-        manifest = read_shard_manifests(manifest)
+    check_manifest(manifest)
     keep_counts(manifest["label"], keep_ratio, "filter.keep_ratio", FilterError)  # checked before scoring
     scored = manifest.sort_values(["label", "sample_id"], kind="stable").reset_index(drop=True)
     scored["score"], embeddings = clip_scores_and_embeddings(

@@ -143,15 +143,15 @@ def shard_manifest_of(image: str | Path, shard: int) -> Path:
     return Path(image).parents[2] / "shards" / f"{int(shard)}.parquet"
 
 
-def verify_generated(manifest: pd.DataFrame, shard_files: Mapping[str | os.PathLike, pd.DataFrame] | None = None,
-                     *, what: str = "generation manifest", error: type[Exception] = GeneratedImageError) -> None:
+def verify_generated(manifest: pd.DataFrame, *, what: str = "generation manifest",
+                     error: type[Exception] = GeneratedImageError) -> None:
     """Check every image of a manifest (rows with ``path`` and, from shards written with checksums,
     :data:`CHECKSUM_COLUMNS`) against what generation wrote; raise ``error`` naming the bad ones.
 
     Before raising, the bad images and the shard manifests that list them are deleted (both are the
-    workflow's outputs): ``shard_files`` ({manifest file: its table}) or, without it, each row's
-    ``<variant>/shards/<shard>.parquet`` (:func:`shard_manifest_of`) where that file exists and lists the
-    image. The next ``snakemake`` call then reruns those shards, which regenerate only the missing images.
+    workflow's outputs): each row's ``<variant>/shards/<shard>.parquet`` (:func:`shard_manifest_of`), where
+    that file exists and lists the image. The next ``snakemake`` call then reruns those shards, which
+    regenerate only the missing images.
     An image that no such manifest lists is not known to be the workflow's and is left as it is.
     """
     rows = manifest.drop_duplicates("path")
@@ -162,13 +162,12 @@ def verify_generated(manifest: pd.DataFrame, shard_files: Mapping[str | os.PathL
         problems = {p: e for p, e in zip(paths, pool.map(image_problem, paths, sums, sizes), strict=True) if e}
     if not problems:
         return
-    if shard_files is None:
-        shard_files = {}
-        if "shard" in rows:
-            for p, shard in zip(paths, rows["shard"], strict=True):
-                candidate = shard_manifest_of(p, shard)
-                if p in problems and candidate not in shard_files and candidate.is_file():
-                    shard_files[candidate] = pd.read_parquet(candidate, columns=["path"])
+    shard_files = {}
+    if "shard" in rows:
+        for p, shard in zip(paths, rows["shard"], strict=True):
+            candidate = shard_manifest_of(p, shard)
+            if p in problems and candidate not in shard_files and candidate.is_file():
+                shard_files[candidate] = pd.read_parquet(candidate, columns=["path"])
     stale = {str(f): set(table.path.astype(str)) & set(problems) for f, table in shard_files.items()}
     stale = {f: listed for f, listed in sorted(stale.items()) if listed}
     removed = sorted(set().union(*stale.values()))
